@@ -1,0 +1,184 @@
+"""Every setting of the bot, read from the environment in one place.
+
+`load_settings()` returns one frozen `Settings`; nothing else in the code reads `os.environ`
+for configuration. A bad value raises `ConfigError` naming the variable, never echoing secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+GATES = ("script", "storyboard")
+VIDEO_FORMATS = {"9:16": (720, 1280), "16:9": (1280, 720), "1:1": (1080, 1080)}
+PROVIDER_NAMES = ("local", "openai")
+_SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration variable is missing or has a value we cannot use."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    database_schema: str = "ai_video_bot"
+    data_dir: Path = REPO_ROOT / ".data"
+
+    worker_lease_seconds: int = 120
+    worker_max_seconds: int = 600
+    worker_poll_seconds: float = 2.0
+    job_max_attempts: int = 5
+    retry_base_seconds: float = 5.0
+    retry_max_seconds: float = 600.0
+
+    telegram_bot_token: str = ""
+    telegram_webhook_secret: str = ""
+    telegram_api_base: str = "https://api.telegram.org"
+    allowed_user_ids: frozenset[int] = field(default_factory=frozenset)
+    max_description_chars: int = 1000
+    max_active_jobs_per_user: int = 1
+    max_jobs_per_day: int = 10
+
+    approval_gates: tuple[str, ...] = GATES
+    approval_ttl_hours: float = 24.0
+
+    video_seconds: int = 30
+    video_format: str = "9:16"
+    video_fps: int = 30
+
+    script_provider: str = "local"
+    voice_provider: str = "local"
+    visuals_provider: str = "local"
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str = ""
+    openai_script_model: str = "gpt-4o-mini"
+    openai_tts_model: str = "gpt-4o-mini-tts"
+    openai_tts_voice: str = "alloy"
+    openai_image_model: str = "gpt-image-1"
+
+    db_size_warn_mb: int = 800
+    log_level: str = "INFO"
+
+    @property
+    def video_size(self) -> tuple[int, int]:
+        """(width, height) in pixels for `video_format`."""
+        return VIDEO_FORMATS[self.video_format]
+
+    @property
+    def providers_label(self) -> str:
+        return (
+            f"script:{self.script_provider},voice:{self.voice_provider},"
+            f"visuals:{self.visuals_provider}"
+        )
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip() or default
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _user_ids(raw: str) -> frozenset[int]:
+    ids = set()
+    for part in raw.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if not part.lstrip("-").isdigit():
+            raise ConfigError(f"ALLOWED_USER_IDS must be comma-separated user ids; got {part!r}")
+        ids.add(int(part))
+    return frozenset(ids)
+
+
+def _gates(raw: str | None) -> tuple[str, ...]:
+    if raw is None:
+        return GATES
+    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    unknown = [name for name in names if name not in GATES]
+    if unknown:
+        raise ConfigError(
+            f"APPROVAL_GATES may name only {', '.join(GATES)}; got {', '.join(unknown)}"
+        )
+    return tuple(gate for gate in GATES if gate in names)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build `Settings` from `env` (default: the process environment)."""
+    env = os.environ if env is None else env
+    schema = env.get("DATABASE_SCHEMA", "").strip() or "ai_video_bot"
+    if not _SCHEMA_RE.match(schema):
+        raise ConfigError(
+            "DATABASE_SCHEMA must be a lower-case SQL identifier (letters, digits, _); "
+            f"got {schema!r}"
+        )
+    data_dir = Path(env.get("VIDEOBOT_DATA_DIR", "").strip() or REPO_ROOT / ".data")
+    return Settings(
+        database_url=env.get("DATABASE_URL", "").strip() or None,
+        database_schema=schema,
+        data_dir=data_dir.expanduser().resolve(),
+        worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 120, minimum=5),
+        worker_max_seconds=_int(env, "WORKER_MAX_SECONDS", 600, minimum=1),
+        worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 2.0, minimum=0.05),
+        job_max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 5, minimum=1),
+        retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 5.0),
+        retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 600.0),
+        telegram_bot_token=env.get("TELEGRAM_BOT_TOKEN", "").strip(),
+        telegram_webhook_secret=env.get("TELEGRAM_WEBHOOK_SECRET", "").strip(),
+        telegram_api_base=(
+            env.get("TELEGRAM_API_BASE", "").strip() or "https://api.telegram.org"
+        ).rstrip("/"),
+        allowed_user_ids=_user_ids(env.get("ALLOWED_USER_IDS", "")),
+        max_description_chars=_int(env, "MAX_DESCRIPTION_CHARS", 1000, minimum=1),
+        max_active_jobs_per_user=_int(env, "MAX_ACTIVE_JOBS_PER_USER", 1, minimum=1),
+        max_jobs_per_day=_int(env, "MAX_JOBS_PER_DAY", 10, minimum=1),
+        approval_gates=_gates(env.get("APPROVAL_GATES")),
+        approval_ttl_hours=_float(env, "APPROVAL_TTL_HOURS", 24.0, minimum=0.001),
+        video_seconds=_int(env, "VIDEO_SECONDS", 30, minimum=5),
+        video_format=_choice(env, "VIDEO_FORMAT", "9:16", tuple(VIDEO_FORMATS)),
+        video_fps=_int(env, "VIDEO_FPS", 30, minimum=1),
+        script_provider=_choice(env, "SCRIPT_PROVIDER", "local", PROVIDER_NAMES),
+        voice_provider=_choice(env, "VOICE_PROVIDER", "local", PROVIDER_NAMES),
+        visuals_provider=_choice(env, "VISUALS_PROVIDER", "local", PROVIDER_NAMES),
+        openai_base_url=(
+            env.get("OPENAI_BASE_URL", "").strip() or "https://api.openai.com/v1"
+        ).rstrip("/"),
+        openai_api_key=env.get("OPENAI_API_KEY", "").strip(),
+        openai_script_model=env.get("OPENAI_SCRIPT_MODEL", "").strip() or "gpt-4o-mini",
+        openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or "gpt-4o-mini-tts",
+        openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or "alloy",
+        openai_image_model=env.get("OPENAI_IMAGE_MODEL", "").strip() or "gpt-image-1",
+        db_size_warn_mb=_int(env, "DB_SIZE_WARN_MB", 800, minimum=1),
+        log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
+    )

