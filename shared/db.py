@@ -128,20 +128,20 @@ class Database:
         self.conn.run(f"SET search_path TO {schema}, public")
         self._prepared: dict[str, Any] = {}
 
-    def run(self, name: str, **params: Any) -> list[dict[str, Any]]:
+    def run(self, query_name: str, /, **params: Any) -> list[dict[str, Any]]:
         """Run the named query from sql/queries/ with `params`; return the rows as dicts."""
-        statement = self._prepared.get(name)
+        statement = self._prepared.get(query_name)
         if statement is None:
-            statement = self.conn.prepare(sql.query(name))
-            self._prepared[name] = statement
+            statement = self.conn.prepare(sql.query(query_name))
+            self._prepared[query_name] = statement
         rows = statement.run(**params)
         if not statement.columns:
             return []
         names = [column["name"] for column in statement.columns]
         return [dict(zip(names, row)) for row in rows]
 
-    def one(self, name: str, **params: Any) -> dict[str, Any] | None:
-        rows = self.run(name, **params)
+    def one(self, query_name: str, /, **params: Any) -> dict[str, Any] | None:
+        rows = self.run(query_name, **params)
         return rows[0] if rows else None
 
     def execute(self, text: str, **params: Any) -> list[list[Any]]:
