@@ -1,0 +1,85 @@
+"""Pick the script, voice and visuals providers named in the settings.
+
+Provider modules are imported only when chosen, so a local-only setup never loads the OpenAI
+code, and the local providers' dependencies are not needed for an all-OpenAI setup.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, NamedTuple
+
+from shared.config import ConfigError, Settings
+from shared.providers.base import ScriptProvider, VisualsProvider, VoiceProvider
+
+if TYPE_CHECKING:
+    from shared.providers.openai import OpenAIClient
+
+
+class Providers(NamedTuple):
+    script: ScriptProvider
+    voice: VoiceProvider
+    visuals: VisualsProvider
+
+
+def make_providers(settings: Settings) -> Providers:
+    """Build the providers chosen by SCRIPT_PROVIDER / VOICE_PROVIDER / VISUALS_PROVIDER.
+
+    Raises `ConfigError` when openai is chosen without OPENAI_API_KEY. The OpenAI providers
+    share one client (one connection pool).
+    """
+    client = _openai_client(settings)
+    return Providers(
+        script=_script_provider(settings, client),
+        voice=_voice_provider(settings, client),
+        visuals=_visuals_provider(settings, client),
+    )
+
+
+def _openai_client(settings: Settings) -> "OpenAIClient | None":
+    """The shared OpenAI client if any provider is openai, else None."""
+    chosen = {
+        "SCRIPT_PROVIDER": settings.script_provider,
+        "VOICE_PROVIDER": settings.voice_provider,
+        "VISUALS_PROVIDER": settings.visuals_provider,
+    }
+    uses_openai = [name for name, provider in chosen.items() if provider == "openai"]
+    if not uses_openai:
+        return None
+    if not settings.openai_api_key:
+        raise ConfigError(
+            f"{', '.join(uses_openai)} chooses openai, but OPENAI_API_KEY is empty; "
+            "set the key or choose the local provider"
+        )
+    from shared.providers.openai import OpenAIClient
+
+    return OpenAIClient(settings.openai_base_url, settings.openai_api_key)
+
+
+def _script_provider(settings: Settings, client: "OpenAIClient | None") -> ScriptProvider:
+    if settings.script_provider == "openai" and client is not None:
+        from shared.providers.openai import OpenAIScript
+
+        return OpenAIScript(client, settings.openai_script_model)
+    from shared.providers.local import LocalScript
+
+    return LocalScript()
+
+
+def _voice_provider(settings: Settings, client: "OpenAIClient | None") -> VoiceProvider:
+    if settings.voice_provider == "openai" and client is not None:
+        from shared.providers.openai import OpenAIVoice
+
+        return OpenAIVoice(client, settings.openai_tts_model, settings.openai_tts_voice)
+    from shared.providers.local import LocalVoice
+
+    return LocalVoice()
+
+
+def _visuals_provider(settings: Settings, client: "OpenAIClient | None") -> VisualsProvider:
+    if settings.visuals_provider == "openai" and client is not None:
+        from shared.providers.openai import OpenAIVisuals
+
+        return OpenAIVisuals(client, settings.openai_image_model)
+    from shared.providers.local import LocalVisuals
+
+    return LocalVisuals()
