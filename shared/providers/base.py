@@ -9,8 +9,10 @@ from shared.plan import Scene, ScenePlan
 
 
 class ScriptProvider(Protocol):
-    def write(self, description: str, language: str, seconds: int) -> ScenePlan:
-        """A plan of 3-8 scenes in `language` ('ru' or 'en') lasting about `seconds`."""
+    def write(self, description: str, language: str, seconds: int, variant: int = 0) -> ScenePlan:
+        """A plan of 3-8 scenes in `language` ('ru' or 'en') lasting about `seconds`.
+
+        `variant` counts the user's "regenerate" presses: each must give a different take."""
 
 
 class VoiceProvider(Protocol):
@@ -20,9 +22,10 @@ class VoiceProvider(Protocol):
 
 class VisualsProvider(Protocol):
     def draw(
-        self, plan: ScenePlan, index: int, size: tuple[int, int], out_path: Path
+        self, plan: ScenePlan, index: int, size: tuple[int, int], out_path: Path, variant: int = 0
     ) -> None:
-        """Write a still (PNG) for `plan.scenes[index]` at `size` (width, height) to `out_path`."""
+        """Write a still (PNG) for `plan.scenes[index]` at `size` (width, height) to `out_path`;
+        another `variant` of the same scene must look different."""
 
 
 __all__ = ["Scene", "ScenePlan", "ScriptProvider", "VoiceProvider", "VisualsProvider"]
