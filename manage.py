@@ -1,0 +1,368 @@
+"""The operator's command line for ai_video_bot.
+
+    python manage.py jobs --state failed --limit 20
+    python manage.py show 42
+    python manage.py approve 42            (the gate it waits at)
+    python manage.py cancel 42 | retry 42
+    python manage.py stats
+    python manage.py prune --older-than 30 --dry-run
+    python manage.py migrate
+    python manage.py set-webhook https://bot.example.com/ [--drop-pending]
+    python manage.py delete-webhook | webhook-info
+
+Exit codes: 0 done, 1 the operator's request cannot be carried out (unknown job, wrong state,
+bad argument, Telegram refused), 2 configuration missing or wrong, database or Telegram
+unreachable. A sub-command is one `cmd_*` function plus its entry in `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pg8000.native
+
+from shared import db as dbmod
+from shared import ops, queue
+from shared.config import GATES, ConfigError, Settings, load_settings
+from shared.errors import PermanentError, TransientError
+from shared.logs import setup_logging
+from shared.migrate import migrate
+from shared.telegram import TelegramClient, TelegramError
+
+log = logging.getLogger("manage")
+
+UNDEFINED_TABLE = "42P01"
+
+
+class Unavailable(Exception):
+    """The database or Telegram cannot be reached: exit code 2."""
+
+
+@dataclass
+class Context:
+    """What a command may use; the database connection is opened on first use."""
+
+    settings: Settings
+    _database: dbmod.Database | None = field(default=None, init=False)
+
+    def database(self) -> dbmod.Database:
+        if self._database is None:
+            try:
+                self._database = dbmod.connect(self.settings, "ai_video_bot-manage")
+            except dbmod.DatabaseUrlError:
+                raise
+            except Exception as exc:
+                raise Unavailable(
+                    f"cannot connect to the database ({dbmod.describe(self.settings)}): {exc}"
+                ) from None
+            log.debug("manage connected %s", dbmod.describe(self.settings))
+        return self._database
+
+    def telegram(self) -> TelegramClient:
+        if not self.settings.telegram_bot_token:
+            raise ConfigError("TELEGRAM_BOT_TOKEN is not set")
+        return TelegramClient(self.settings.telegram_bot_token, self.settings.telegram_api_base)
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.close()
+
+
+Command = Callable[[argparse.Namespace, Context], int]
+
+
+# ---- jobs ---------------------------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
+    jobs = ops.list_jobs(
+        ctx.database(),
+        state=args.state,
+        chat_id=args.chat,
+        older_than_hours=args.older_than_hours,
+        newer_than_hours=args.newer_than_hours,
+        limit=args.limit,
+    )
+    print(ops.jobs_table(jobs) if jobs else "no jobs match")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
+    detail = ops.job_detail(ctx.database(), args.job)
+    print(_describe_job(detail.job))
+    print(_section("approvals", detail.approvals, lambda a: (
+        f"{a['approval_type']:<10}  {a['status']:<9}  at {ops.format_time(a['created_at'])}"
+        f"  expires {ops.format_time(a['expires_at'])}"
+    )))
+    print(_section("revisions", detail.revisions, lambda r: (
+        f"{r['gate']:<10}  {r['kind']:<10}  at {ops.format_time(r['created_at'])}"
+        f"  consumed {ops.format_time(r['consumed_at'])}  {ops.short(r['text'])}"
+    )))
+    print(f"delivery: {_describe_delivery(detail.delivery)}")
+    print(_section("events", detail.events, lambda e: (
+        f"{ops.format_time(e['at'])}  {e['event']:<16}  step={e['step'] or '-'}"
+        f"  attempt={e['attempt'] if e['attempt'] is not None else '-'}  {ops.short(e['detail'], 100)}"
+    )))
+    return 0
+
+
+def _describe_job(job: dict[str, Any]) -> str:
+    steps_done = ", ".join(job["checkpoints"]) or "-"
+    return "\n".join([
+        f"job {job['id']}: {job['state']} at step {job['step']}",
+        f"  chat {job['chat_id']}  user {job['user_id']}  language {job['language']}",
+        f"  description: {ops.short(job['description'], 200)}",
+        f"  attempts: {job['attempts']}/{job['max_attempts']}  run at {ops.format_time(job['run_at'])}",
+        f"  lease until: {ops.format_time(job['lease_expires_at'])}",
+        f"  gate: {job['gate'] or '-'}  deadline {ops.format_time(job['gate_deadline'])}",
+        f"  steps done: {steps_done}",
+        f"  last error: {job['last_error'] or '-'}",
+        f"  cancel reason: {job['cancel_reason'] or '-'}",
+        f"  created {ops.format_time(job['created_at'])} ({ops.format_age(job['age_seconds'])} ago)"
+        f"  updated {ops.format_time(job['updated_at'])}"
+        f"  finished {ops.format_time(job['finished_at'])}",
+    ])
+
+
+def _describe_delivery(delivery: dict[str, Any] | None) -> str:
+    if delivery is None:
+        return "-"
+    return (
+        f"{delivery['state']}  message {delivery['telegram_message_id'] or '-'}"
+        f"  started {ops.format_time(delivery['started_at'])}"
+        f"  sent {ops.format_time(delivery['sent_at'])}"
+    )
+
+
+def _section(title: str, rows: list[dict[str, Any]], line: Callable[[dict[str, Any]], str]) -> str:
+    if not rows:
+        return f"{title}: -"
+    return "\n".join([f"{title}:"] + [f"  {line(row)}" for row in rows])
+
+
+# ---- decisions ----------------------------------------------------------------------------------
+
+
+def cmd_approve(args: argparse.Namespace, ctx: Context) -> int:
+    gate = ops.approve(ctx.database(), args.job, args.gate)
+    print(f"job {args.job}: {gate} approved; the next worker run resumes it")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
+    outcome = ops.cancel(ctx.database(), args.job)
+    if outcome.cancelled_now:
+        print(f"job {args.job}: cancelled")
+    else:
+        print(f"job {args.job}: cancel requested; the next worker run cancels it and tells the user")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace, ctx: Context) -> int:
+    step = ops.retry(ctx.database(), args.job)
+    print(f"job {args.job}: queued again at step {step}")
+    return 0
+
+
+# ---- health and housekeeping --------------------------------------------------------------------
+
+
+def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
+    stats = ops.stats(ctx.database())
+    states = queue.ACTIVE_STATES + queue.FINAL_STATES
+    print("jobs by state:")
+    print(ops.format_table(
+        ("  STATE", "JOBS"), [(f"  {s}", stats.jobs_by_state.get(s, 0)) for s in states]
+    ))
+    print(f"oldest runnable job: {ops.format_age(stats.oldest_runnable_seconds)}")
+    print(f"expired leases: {stats.expired_leases}")
+    print(f"waiting at a gate: {stats.waiting_gates} ({stats.gates_past_deadline} past the deadline)")
+    print("table sizes:")
+    print(ops.format_table(
+        ("  TABLE", "SIZE"),
+        [(f"  {name}", ops.format_bytes(size)) for name, size in stats.table_bytes.items()],
+    ))
+    print(f"database size: {ops.format_bytes(stats.database_bytes)}")
+    return 0
+
+
+def cmd_prune(args: argparse.Namespace, ctx: Context) -> int:
+    counts = ops.prune(ctx.database(), args.older_than, dry_run=args.dry_run)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb}: {counts.jobs} jobs ({counts.job_events} events), "
+        f"{counts.approval_statuses} approval rows, {counts.telegram_updates} telegram updates"
+    )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
+    applied = migrate(ctx.database())
+    print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+# ---- Telegram webhook ---------------------------------------------------------------------------
+
+
+def cmd_set_webhook(args: argparse.Namespace, ctx: Context) -> int:
+    telegram = ctx.telegram()
+    secret = ctx.settings.telegram_webhook_secret
+    if not secret:
+        raise ConfigError(
+            "TELEGRAM_WEBHOOK_SECRET is not set: the webhook accepts only updates that carry it"
+        )
+    ops.check_webhook_url(args.url)
+    telegram.set_webhook(
+        args.url, secret, list(ops.WEBHOOK_UPDATES), drop_pending_updates=args.drop_pending
+    )
+    log.info("webhook set url=%s drop_pending=%s", args.url, args.drop_pending)
+    print(f"webhook set to {args.url} for {', '.join(ops.WEBHOOK_UPDATES)}")
+    return 0
+
+
+def cmd_delete_webhook(args: argparse.Namespace, ctx: Context) -> int:
+    ctx.telegram().delete_webhook()
+    log.info("webhook deleted")
+    print("webhook deleted")
+    return 0
+
+
+def cmd_webhook_info(args: argparse.Namespace, ctx: Context) -> int:
+    info = ctx.telegram().get_webhook_info()
+    print(f"url: {info.get('url') or '-'}")
+    print(f"pending_update_count: {info.get('pending_update_count', 0)}")
+    print(f"last_error_date: {ops.format_time(info.get('last_error_date'))}")
+    print(f"last_error_message: {info.get('last_error_message') or '-'}")
+    return 0
+
+
+# ---- wiring -------------------------------------------------------------------------------------
+
+
+def _job_id(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"a job id is a number, not {text!r}")
+    return int(text)
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="manage.py", description="Operate ai_video_bot.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    jobs = commands.add_parser("jobs", help="list jobs, newest first")
+    jobs.add_argument("--state", choices=queue.ACTIVE_STATES + queue.FINAL_STATES)
+    jobs.add_argument("--chat", type=int, metavar="ID", help="only this chat's jobs")
+    age = jobs.add_mutually_exclusive_group()
+    age.add_argument("--older-than-hours", type=_positive(float), metavar="H")
+    age.add_argument("--newer-than-hours", type=_positive(float), metavar="H")
+    jobs.add_argument("--limit", type=_positive(int), default=50, metavar="N")
+    jobs.set_defaults(run=cmd_jobs)
+
+    show = commands.add_parser("show", help="everything about one job")
+    show.add_argument("job", type=_job_id)
+    show.set_defaults(run=cmd_show)
+
+    approve = commands.add_parser("approve", help="approve a gate (default: where the job waits)")
+    approve.add_argument("job", type=_job_id)
+    approve.add_argument("gate", nargs="?", choices=GATES)
+    approve.set_defaults(run=cmd_approve)
+
+    cancel = commands.add_parser("cancel", help="cancel an unfinished job")
+    cancel.add_argument("job", type=_job_id)
+    cancel.set_defaults(run=cmd_cancel)
+
+    retry = commands.add_parser("retry", help="requeue a failed or cancelled job where it stopped")
+    retry.add_argument("job", type=_job_id)
+    retry.set_defaults(run=cmd_retry)
+
+    stats = commands.add_parser("stats", help="queue health and table sizes")
+    stats.set_defaults(run=cmd_stats)
+
+    prune = commands.add_parser("prune", help="delete finished jobs and old update records")
+    prune.add_argument("--older-than", type=_positive(int), required=True, metavar="DAYS")
+    prune.add_argument("--dry-run", action="store_true", help="only count what would go")
+    prune.set_defaults(run=cmd_prune)
+
+    migrate_cmd = commands.add_parser("migrate", help="apply pending migrations")
+    migrate_cmd.set_defaults(run=cmd_migrate)
+
+    set_webhook = commands.add_parser("set-webhook", help="point Telegram at the webhook URL")
+    set_webhook.add_argument("url")
+    set_webhook.add_argument("--drop-pending", action="store_true",
+                             help="discard updates Telegram holds for the bot")
+    set_webhook.set_defaults(run=cmd_set_webhook)
+
+    delete_webhook = commands.add_parser("delete-webhook", help="stop webhook delivery")
+    delete_webhook.set_defaults(run=cmd_delete_webhook)
+
+    webhook_info = commands.add_parser("webhook-info", help="what Telegram knows of the webhook")
+    webhook_info.set_defaults(run=cmd_webhook_info)
+
+    # Local-run commands (`demo`, `poll`) are added here by their owners.
+    return parser
+
+
+def _database_error(exc: pg8000.native.DatabaseError) -> str:
+    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+    if fields.get("C") == UNDEFINED_TABLE:
+        return f"the schema has no tables yet: run `python manage.py migrate` ({fields.get('M')})"
+    return f"database error: {fields.get('M', exc)}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse said why; a usage mistake is an operator error
+        return 0 if exc.code == 0 else 1
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(settings.log_level)
+    ctx = Context(settings)
+    run: Command = args.run
+    try:
+        return run(args, ctx)
+    except ops.OperatorError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except TelegramError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (ConfigError, dbmod.DatabaseUrlError) as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (Unavailable, TransientError, PermanentError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (pg8000.native.InterfaceError, OSError) as exc:
+        print(f"error: lost the database connection: {exc}", file=sys.stderr)
+        return 2
+    except pg8000.native.DatabaseError as exc:
+        print(f"error: {_database_error(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,296 @@
+"""What the operator's CLI (manage.py) does, kept apart from argument parsing so it can be tested.
+
+Every decision an operator takes goes through the same table the emergency SQL uses
+(approval_statuses), so the worker treats it exactly like a user's button press; a queued or
+running job is also cancelled directly. Errors the operator can fix raise `OperatorError` with a
+message meant to be printed as it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Sequence
+from urllib.parse import urlsplit
+
+from shared import queue
+from shared.config import GATES
+from shared.db import Database
+
+log = logging.getLogger(__name__)
+
+OPERATOR_CANCEL_REASON = "cancelled by an operator"
+WEBHOOK_UPDATES = ("message", "callback_query", "my_chat_member")
+ERROR_PREVIEW_CHARS = 60
+
+
+class OperatorError(Exception):
+    """A request the operator can correct (unknown job, wrong state, bad argument)."""
+
+
+@dataclass(frozen=True)
+class JobDetail:
+    """Everything `show` prints about one job."""
+
+    job: dict[str, Any]
+    approvals: list[dict[str, Any]]
+    revisions: list[dict[str, Any]]
+    delivery: dict[str, Any] | None
+    events: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CancelOutcome:
+    """What a cancel did: the decision row written (if any) and whether the job stopped now."""
+
+    decision_gate: str | None
+    cancelled_now: bool
+
+
+@dataclass(frozen=True)
+class Stats:
+    jobs_by_state: dict[str, int]
+    oldest_runnable_seconds: float | None
+    expired_leases: int
+    waiting_gates: int
+    gates_past_deadline: int
+    table_bytes: dict[str, int]
+    database_bytes: int
+
+
+@dataclass(frozen=True)
+class PruneCounts:
+    jobs: int
+    job_events: int
+    approval_statuses: int
+    telegram_updates: int
+
+
+def get_job(db: Database, job_id: int) -> dict[str, Any]:
+    job = db.one("ops_get_job", id=job_id)
+    if job is None:
+        raise OperatorError(f"no job {job_id}")
+    return job
+
+
+def list_jobs(
+    db: Database,
+    *,
+    state: str | None = None,
+    chat_id: int | None = None,
+    older_than_hours: float | None = None,
+    newer_than_hours: float | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    return db.run(
+        "ops_list_jobs",
+        state=state,
+        chat_id=chat_id,
+        older_than_hours=older_than_hours,
+        newer_than_hours=newer_than_hours,
+        limit=limit,
+    )
+
+
+def job_detail(db: Database, job_id: int) -> JobDetail:
+    return JobDetail(
+        job=get_job(db, job_id),
+        approvals=db.run("ops_job_approvals", id=job_id),
+        revisions=db.run("ops_job_revisions", id=job_id),
+        delivery=db.one("ops_job_delivery", id=job_id),
+        events=db.run("ops_job_events", id=job_id),
+    )
+
+
+def approve(db: Database, job_id: int, gate: str | None = None) -> str:
+    """Approve `gate` (default: the gate the job waits at); return the gate approved.
+
+    A gate ahead of a job that is not waiting yet may be approved in advance, as the emergency
+    SQL allows: when the job parks there, the next claim finds the decision and resumes it.
+    """
+    job = get_job(db, job_id)
+    if job["state"] in queue.FINAL_STATES:
+        raise OperatorError(f"job {job_id} is {job['state']}: there is nothing to approve")
+    if gate is None:
+        if job["state"] != "waiting":
+            raise OperatorError(
+                f"job {job_id} is {job['state']}, not waiting at a gate; name the gate "
+                f"({' or '.join(GATES)}) to approve it in advance"
+            )
+        gate = job["gate"]
+    if gate not in GATES:
+        raise OperatorError(f"unknown gate {gate!r}: use {' or '.join(GATES)}")
+    if not db.run("ops_insert_approval", id=job_id, gate=gate, status="approved"):
+        existing = _decision(db, job_id, gate)
+        raise OperatorError(f"job {job_id} already has a decision at the {gate} gate: {existing}")
+    log.info("operator approved job=%s gate=%s", job_id, gate)
+    return gate
+
+
+def cancel(db: Database, job_id: int) -> CancelOutcome:
+    """Ask the worker to cancel through approval_statuses, and stop a queued/running job now.
+
+    A waiting job is left to the worker, which wakes it on the decision row and tells the user;
+    it is cancelled directly only if no decision row can be written (UNIQUE (job_id,
+    approval_type) allows one per gate and both gates are taken).
+    """
+    job = get_job(db, job_id)
+    if job["state"] in queue.FINAL_STATES:
+        raise OperatorError(f"job {job_id} is already {job['state']}")
+    decisions = {row["approval_type"]: row["status"] for row in db.run("ops_job_approvals", id=job_id)}
+    with db.transaction():
+        decision_gate = None
+        if "cancelled" not in decisions.values():
+            decision_gate = _write_cancel_decision(db, job_id, job["gate"], decisions)
+        worker_will_cancel = job["state"] == "waiting" and (
+            decision_gate is not None or "cancelled" in decisions.values()
+        )
+        cancelled_now = not worker_will_cancel and queue.cancel(
+            db, job_id, OPERATOR_CANCEL_REASON
+        )
+    log.info(
+        "operator cancelled job=%s state=%s decision_gate=%s cancelled_now=%s",
+        job_id, job["state"], decision_gate, cancelled_now,
+    )
+    return CancelOutcome(decision_gate=decision_gate, cancelled_now=cancelled_now)
+
+
+def _write_cancel_decision(
+    db: Database, job_id: int, waiting_gate: str | None, decisions: dict[str, str]
+) -> str | None:
+    """Write a 'cancelled' row at the job's own gate if free, else the first free gate."""
+    free_gates = [gate for gate in GATES if gate not in decisions]
+    if waiting_gate in free_gates:
+        free_gates.remove(waiting_gate)
+        free_gates.insert(0, waiting_gate)
+    for gate in free_gates:
+        if db.run("ops_insert_approval", id=job_id, gate=gate, status="cancelled"):
+            return gate
+    return None
+
+
+def retry(db: Database, job_id: int) -> str:
+    """Requeue a failed or cancelled job at the step where it stopped; return that step."""
+    requeued = db.one("ops_retry_job", id=job_id)
+    if requeued is None:
+        state = get_job(db, job_id)["state"]
+        if state == "done":
+            raise OperatorError(f"job {job_id} is done: a delivered job cannot be retried")
+        raise OperatorError(
+            f"job {job_id} is {state}: only failed or cancelled jobs can be retried"
+        )
+    log.info("operator requeued job=%s step=%s", job_id, requeued["step"])
+    return requeued["step"]
+
+
+def _decision(db: Database, job_id: int, gate: str) -> str:
+    return next(
+        (row["status"] for row in db.run("ops_job_approvals", id=job_id)
+         if row["approval_type"] == gate),
+        "unknown",
+    )
+
+
+def stats(db: Database) -> Stats:
+    health = db.run("ops_queue_health")[0]
+    return Stats(
+        jobs_by_state={row["state"]: row["jobs"] for row in db.run("ops_jobs_by_state")},
+        oldest_runnable_seconds=health["oldest_runnable_seconds"],
+        expired_leases=health["expired_leases"],
+        waiting_gates=health["waiting_gates"],
+        gates_past_deadline=health["gates_past_deadline"],
+        table_bytes={row["table_name"]: row["bytes"] for row in db.run("ops_table_sizes")},
+        database_bytes=db.run("ops_database_size")[0]["bytes"],
+    )
+
+
+def prune(db: Database, older_than_days: int, dry_run: bool = False) -> PruneCounts:
+    """Delete finished jobs and update records older than the given days (or only count them)."""
+    if older_than_days < 1:
+        raise OperatorError("--older-than must be at least 1 day")
+    row = db.run("ops_prune_count" if dry_run else "ops_prune", days=older_than_days)[0]
+    counts = PruneCounts(**row)
+    log.info("prune days=%s dry_run=%s %s", older_than_days, dry_run, _key_values(counts))
+    return counts
+
+
+def _key_values(counts: PruneCounts) -> str:
+    return " ".join(f"{name}={value}" for name, value in vars(counts).items())
+
+
+def check_webhook_url(url: str) -> None:
+    """Telegram only calls HTTPS webhooks; refuse anything else before asking it."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise OperatorError(f"the webhook URL must be https://host/...; got {url!r}")
+
+
+# ---- formatting ---------------------------------------------------------------------------------
+
+
+def format_age(seconds: float | None) -> str:
+    """A short human age: 45s, 12m, 3h05m, 2d04h."""
+    if seconds is None:
+        return "-"
+    whole = max(0, int(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def format_bytes(size: int) -> str:
+    """1536 -> '1.5 kB'."""
+    units = ("B", "kB", "MB", "GB", "TB")
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value /= 1024
+        unit += 1
+    return f"{size} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def format_time(value: datetime | int | None) -> str:
+    """UTC ISO time for a timestamp or a Unix time; '-' for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, int):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def short(text: str | None, limit: int = ERROR_PREVIEW_CHARS) -> str:
+    """One line of at most `limit` characters."""
+    if not text:
+        return "-"
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    cells = [list(headers)] + [["-" if value is None else str(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [value.ljust(width) for value, width in zip(row[:-1], widths)] + [row[-1]]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def jobs_table(jobs: list[dict[str, Any]]) -> str:
+    headers = ("ID", "STATE", "STEP", "GATE", "ATTEMPTS", "CHAT", "AGE", "LAST ERROR")
+    rows = [
+        (
+            job["id"], job["state"], job["step"], job["gate"] or "-",
+            f"{job['attempts']}/{job['max_attempts']}", job["chat_id"],
+            format_age(job["age_seconds"]), short(job["last_error"]),
+        )
+        for job in jobs
+    ]
+    return format_table(headers, rows)

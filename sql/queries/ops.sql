@@ -1,0 +1,132 @@
+-- The operator's CLI (manage.py, shared/ops.py). Parameters carry explicit casts: statements
+-- are prepared without parameter types, and a NULL filter must still have one.
+
+-- name: ops_list_jobs
+-- Newest first; every filter is optional (NULL = no filter). Ages are in seconds.
+SELECT id, state, step, gate, attempts, max_attempts, chat_id, last_error,
+       extract(epoch FROM now() - created_at)::float8 AS age_seconds
+FROM jobs
+WHERE (:state::text IS NULL OR state = :state::text)
+  AND (:chat_id::bigint IS NULL OR chat_id = :chat_id::bigint)
+  AND (:older_than_hours::float8 IS NULL
+       OR created_at < now() - make_interval(secs => :older_than_hours::float8 * 3600))
+  AND (:newer_than_hours::float8 IS NULL
+       OR created_at >= now() - make_interval(secs => :newer_than_hours::float8 * 3600))
+ORDER BY id DESC
+LIMIT :limit::integer;
+
+-- name: ops_get_job
+SELECT *, extract(epoch FROM now() - created_at)::float8 AS age_seconds
+FROM jobs WHERE id = :id::bigint;
+
+-- name: ops_job_approvals
+SELECT approval_type, status, created_at, expires_at
+FROM approval_statuses WHERE job_id = :id::bigint::text ORDER BY id;
+
+-- name: ops_job_revisions
+SELECT gate, kind, text, created_at, consumed_at
+FROM job_revisions WHERE job_id = :id::bigint ORDER BY id;
+
+-- name: ops_job_delivery
+SELECT state, telegram_message_id, started_at, sent_at
+FROM deliveries WHERE job_id = :id::bigint;
+
+-- name: ops_job_events
+SELECT at, event, step, attempt, detail
+FROM job_events WHERE job_id = :id::bigint ORDER BY id;
+
+-- name: ops_insert_approval
+-- An operator's decision, shaped exactly like the emergency SQL: the row expires with the gate
+-- deadline when the job waits at this gate, else in a day. No row back: the gate has one already.
+WITH decided AS (
+    INSERT INTO approval_statuses (job_id, approval_type, status, expires_at)
+    SELECT id::text, :gate::text, :status::text,
+           CASE WHEN gate = :gate::text THEN gate_deadline ELSE now() + interval '1 day' END
+    FROM jobs WHERE id = :id::bigint
+    ON CONFLICT (job_id, approval_type) DO NOTHING
+    RETURNING id
+), event AS (
+    INSERT INTO job_events (job_id, event, step, detail)
+    SELECT j.id, 'operator_' || :status::text, j.step, :gate::text
+    FROM jobs j WHERE j.id = :id::bigint AND EXISTS (SELECT 1 FROM decided)
+)
+SELECT id FROM decided;
+
+-- name: ops_retry_job
+-- Requeue a failed or cancelled job at the step where it stopped. Its 'cancelled' decision rows
+-- go, or the next claim would cancel it again at once.
+WITH requeued AS (
+    UPDATE jobs
+    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
+        cancel_reason = NULL, updated_at = now()
+    WHERE id = :id::bigint AND state IN ('failed', 'cancelled')
+    RETURNING id, step
+), uncancelled AS (
+    DELETE FROM approval_statuses
+    WHERE job_id IN (SELECT id::text FROM requeued) AND status = 'cancelled'
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt, detail)
+    SELECT id, 'operator_retry', step, 0, 'requeued by operator' FROM requeued
+)
+SELECT id, step FROM requeued;
+
+-- name: ops_jobs_by_state
+SELECT state, count(*) AS jobs FROM jobs GROUP BY state ORDER BY state;
+
+-- name: ops_queue_health
+-- The numbers an operator watches: how late the queue is, dead workers, stuck gates.
+SELECT
+    (SELECT extract(epoch FROM now() - min(run_at))::float8 FROM jobs
+     WHERE state = 'queued' AND run_at <= now()) AS oldest_runnable_seconds,
+    (SELECT count(*) FROM jobs
+     WHERE state = 'running' AND lease_expires_at < now()) AS expired_leases,
+    (SELECT count(*) FROM jobs WHERE state = 'waiting') AS waiting_gates,
+    (SELECT count(*) FROM jobs
+     WHERE state = 'waiting' AND gate_deadline < now()) AS gates_past_deadline;
+
+-- name: ops_table_sizes
+-- Sizes in bytes, indexes and TOAST included, of this schema's tables.
+SELECT c.relname AS table_name, pg_total_relation_size(c.oid) AS bytes
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE n.nspname = current_schema() AND c.relkind = 'r'
+ORDER BY bytes DESC, table_name;
+
+-- name: ops_database_size
+SELECT pg_database_size(current_database()) AS bytes;
+
+-- name: ops_prune_count
+-- What ops_prune would delete, without deleting it (--dry-run).
+WITH doomed AS (
+    SELECT id FROM jobs
+    WHERE state IN ('done', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(days => :days::integer)
+)
+SELECT (SELECT count(*) FROM doomed) AS jobs,
+       (SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM doomed)) AS job_events,
+       (SELECT count(*) FROM approval_statuses
+        WHERE job_id IN (SELECT id::text FROM doomed)) AS approval_statuses,
+       (SELECT count(*) FROM telegram_updates
+        WHERE received_at < now() - make_interval(days => :days::integer)) AS telegram_updates;
+
+-- name: ops_prune
+-- Delete finished jobs (their events, artifacts, deliveries and revisions go by ON DELETE
+-- CASCADE), their decision rows, and old update-dedup records; return what went.
+WITH doomed AS (
+    DELETE FROM jobs
+    WHERE state IN ('done', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(days => :days::integer)
+    RETURNING id
+), approvals AS (
+    DELETE FROM approval_statuses
+    WHERE job_id IN (SELECT id::text FROM doomed)
+    RETURNING id
+), updates AS (
+    DELETE FROM telegram_updates
+    WHERE received_at < now() - make_interval(days => :days::integer)
+    RETURNING update_id
+)
+SELECT (SELECT count(*) FROM doomed) AS jobs,
+       (SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM doomed)) AS job_events,
+       (SELECT count(*) FROM approvals) AS approval_statuses,
+       (SELECT count(*) FROM updates) AS telegram_updates;
