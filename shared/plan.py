@@ -87,13 +87,15 @@ _PHRASES = {
     "ru": {
         "intro": "Коротко о главном: {topic}.",
         "closing": "Вот и вся история: {topic}. Спасибо за просмотр!",
-        "visual": "Кинематографичная иллюстрация: {sentence}",
+        "closing_on_screen": "Спасибо за просмотр!",
+        "visual": "Кинематографичная иллюстрация: {subject}",
         "fallback_title": "Видео",
     },
     "en": {
         "intro": "In short: {topic}.",
         "closing": "That's the story: {topic}. Thanks for watching!",
-        "visual": "Cinematic illustration: {sentence}",
+        "closing_on_screen": "Thanks for watching!",
+        "visual": "Cinematic illustration: {subject}",
         "fallback_title": "Video",
     },
 }
@@ -122,24 +124,42 @@ def _split_piece(piece: str) -> list[str] | None:
     """Split one piece in two at the clause break nearest its middle, or mid-word-list if it is
     very long; None if no split keeps both halves meaningful."""
     words_total = _word_count(piece)
-    best: tuple[int, int] | None = None
+    best: tuple[int, int, int] | None = None
     for match in _CLAUSE_BREAK_RE.finditer(piece):
         left_words = _word_count(piece[: match.start()])
         if min(left_words, words_total - left_words) < _MIN_CLAUSE_WORDS:
             continue
         distance = abs(words_total - 2 * left_words)
         if best is None or distance < best[0]:
-            best = (distance, match.start())
+            best = (distance, match.start(), match.end())
     if best is not None:
-        cut = best[1]
-        match = _CLAUSE_BREAK_RE.match(piece, cut) or _CLAUSE_BREAK_RE.search(piece, cut)
-        end = match.end() if match else cut
-        return [piece[:cut].strip(), piece[end:].strip()]
+        _, cut_start, cut_end = best
+        return [piece[:cut_start].strip(), piece[cut_end:].strip()]
     if words_total > _MAX_SCENE_WORDS:
         words = piece.split()
         half = words_total // 2
         return [" ".join(words[:half]), " ".join(words[half:])]
     return None
+
+
+def _has_words(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+def _attach_wordless(pieces: list[str]) -> list[str]:
+    """Glue pieces with no letters or digits ("...", "!!") to their neighbour: never a scene alone."""
+    kept: list[str] = []
+    pending = ""
+    for piece in pieces:
+        if not _has_words(piece):
+            if kept:
+                kept[-1] = f"{kept[-1]} {piece}"
+            else:
+                pending = f"{pending} {piece}".strip()
+            continue
+        kept.append(f"{pending} {piece}".strip())
+        pending = ""
+    return kept or [pending]
 
 
 def _split_until_enough(pieces: list[str]) -> list[str]:
@@ -191,23 +211,38 @@ def _short_phrase(text: str, max_words: int, max_chars: int) -> str:
 
 
 def _title_from(text: str, language: str) -> str:
-    first_sentence = _split_sentences(text)[0] if _split_sentences(text) else text
-    title = _short_phrase(first_sentence, _TITLE_MAX_WORDS, _TITLE_MAX_CHARS - 1).rstrip("…")
-    title = _strip_edges(title)
-    if not any(ch.isalnum() for ch in title):
+    sentences = _split_sentences(text)
+    first_sentence = sentences[0] if sentences else text
+    title = _strip_edges(_short_phrase(first_sentence, _TITLE_MAX_WORDS, _TITLE_MAX_CHARS - 1))
+    if not _has_words(title):
         return _phrases(language)["fallback_title"]
     return title[:1].upper() + title[1:]
 
 
-def _pad_with_intro_and_closing(pieces: list[str], topic: str, language: str) -> list[str]:
-    """Too little text for three scenes: frame it with an intro and a closing about its topic."""
+@dataclass(frozen=True)
+class _SceneDraft:
+    narration: str
+    on_screen_text: str
+    subject: str  # what the picture should show
+
+
+def _draft(narration: str) -> _SceneDraft:
+    on_screen = _short_phrase(narration, _ON_SCREEN_MAX_WORDS, _ON_SCREEN_MAX_CHARS)
+    return _SceneDraft(narration, on_screen, _strip_edges(narration))
+
+
+def _frame_with_intro_and_closing(
+    drafts: list[_SceneDraft], title: str, language: str
+) -> list[_SceneDraft]:
+    """Too little text for three scenes: frame it with a closing, then an intro, about its title."""
     phrases = _phrases(language)
-    pieces = list(pieces)
-    if len(pieces) < MIN_SCENES:
-        pieces.append(phrases["closing"].format(topic=topic))
-    if len(pieces) < MIN_SCENES:
-        pieces.insert(0, phrases["intro"].format(topic=topic))
-    return pieces
+    drafts = list(drafts)
+    if len(drafts) < MIN_SCENES:
+        closing = phrases["closing"].format(topic=title)
+        drafts.append(_SceneDraft(closing, phrases["closing_on_screen"], title))
+    if len(drafts) < MIN_SCENES:
+        drafts.insert(0, _SceneDraft(phrases["intro"].format(topic=title), title, title))
+    return drafts
 
 
 def _durations(narrations: list[str], seconds: float) -> list[float]:
@@ -222,19 +257,18 @@ def _durations(narrations: list[str], seconds: float) -> list[float]:
 def _plan_from_pieces(
     pieces: list[str], language: str, seconds: float, title: str
 ) -> ScenePlan:
-    pieces = _merge_until_fits(_split_until_enough(pieces))
-    pieces = _pad_with_intro_and_closing(pieces, title, language)
+    pieces = _merge_until_fits(_split_until_enough(_attach_wordless(pieces)))
+    drafts = _frame_with_intro_and_closing([_draft(p) for p in pieces], title, language)
     visual_template = _phrases(language)["visual"]
-    durations = _durations(pieces, seconds)
+    durations = _durations([d.narration for d in drafts], seconds)
     scenes = tuple(
         Scene(
-            narration=narration,
-            on_screen_text=_short_phrase(narration, _ON_SCREEN_MAX_WORDS, _ON_SCREEN_MAX_CHARS)
-            or title,
-            visual_prompt=visual_template.format(sentence=_strip_edges(narration) or title),
+            narration=draft.narration,
+            on_screen_text=draft.on_screen_text or title,
+            visual_prompt=visual_template.format(subject=draft.subject or title),
             duration=duration,
         )
-        for narration, duration in zip(pieces, durations)
+        for draft, duration in zip(drafts, durations)
     )
     return ScenePlan(title=title, language=language, scenes=scenes)
 
@@ -261,8 +295,12 @@ def plan_from_text(
     return _plan_from_pieces(_split_sentences(normalized), language, seconds, plan_title)
 
 
-def _numbered_scenes(lines: list[str]) -> tuple[list[str], list[str]] | None:
-    """(leading unnumbered lines, scene texts) when the lines look like a numbered script."""
+def _numbered_scenes(lines: list[str]) -> tuple[str, list[str]] | None:
+    """(title line or "", scene texts) when the lines look like a numbered script, else None.
+
+    Unnumbered lines before the first numbered one: the first is the title, any others open
+    the first scene; unnumbered lines after a numbered one continue that scene.
+    """
     leading: list[str] = []
     scenes: list[list[str]] = []
     for line in lines:
@@ -274,10 +312,13 @@ def _numbered_scenes(lines: list[str]) -> tuple[list[str], list[str]] | None:
         else:
             leading.append(line.strip())
     scene_texts = [" ".join(part for part in parts if part) for parts in scenes]
-    scene_texts = [text for text in scene_texts if any(ch.isalnum() for ch in text)]
-    if len(scene_texts) < 2 or len(leading) > 1:
+    scene_texts = [text for text in scene_texts if _has_words(text)]
+    if not scene_texts:
         return None
-    return leading, scene_texts
+    title = leading[0] if leading else ""
+    if leading[1:]:
+        scene_texts[0] = " ".join([*leading[1:], scene_texts[0]])
+    return title, scene_texts
 
 
 def parse_edited_script(text: str, language: str, seconds: int) -> ScenePlan:
@@ -291,8 +332,8 @@ def parse_edited_script(text: str, language: str, seconds: int) -> ScenePlan:
     numbered = _numbered_scenes(normalized.split("\n"))
     if numbered is None:
         return plan_from_text(normalized, language, seconds)
-    leading, scene_texts = numbered
-    title = _strip_edges(leading[0])[:_TITLE_MAX_CHARS] if leading else ""
-    if not any(ch.isalnum() for ch in title):
+    title_line, scene_texts = numbered
+    title = _strip_edges(title_line)[:_TITLE_MAX_CHARS]
+    if not _has_words(title):
         title = _title_from(scene_texts[0], language)
     return _plan_from_pieces(scene_texts, language, seconds, title)
