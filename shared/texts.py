@@ -1,0 +1,235 @@
+"""Every user-facing string of the bot, in Russian and English.
+
+`t(key, language, **fmt)` looks a string up and fills in its `{placeholders}`. Users whose
+Telegram language is Russian (or unknown) get Russian; everyone else gets English. Nothing here
+talks to Telegram or the database, so the webhook and the worker share it freely.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+LANGUAGES = ("ru", "en")
+DEFAULT_LANGUAGE = "ru"
+
+TEXTS: dict[str, dict[str, str]] = {
+    # --- Conversation (webhook) ---
+    "welcome": {
+        "ru": (
+            "👋 Привет! Я превращаю текстовое описание в короткое видео.\n\n"
+            "Как это работает:\n"
+            "1. Опишите видео одним сообщением (до {max_chars} символов).\n"
+            "2. Я напишу сценарий — одобрите его, попросите другой вариант или ответьте на "
+            "сообщение со сценарием своей исправленной версией.\n"
+            "3. Затем одобрите раскадровку, и я пришлю готовый ролик.\n\n"
+            "Команды: /status — ваши задания, /cancel — отменить текущее, /help — подсказка."
+        ),
+        "en": (
+            "👋 Hi! I turn a text description into a short video.\n\n"
+            "How it works:\n"
+            "1. Describe the video in one message (up to {max_chars} characters).\n"
+            "2. I write a script: approve it, ask for another one, or reply to the script "
+            "message with your corrected version.\n"
+            "3. Then approve the storyboard and I send you the finished clip.\n\n"
+            "Commands: /status shows your jobs, /cancel cancels the current one, /help shows this."
+        ),
+    },
+    "help": {
+        "ru": (
+            "Отправьте текстом, о чём должно быть видео (до {max_chars} символов), например: "
+            "«Утро в горах: туман, солнце, чашка кофе на веранде».\n\n"
+            "/status — ваши задания, /cancel — отменить текущее задание."
+        ),
+        "en": (
+            "Send me, as text, what the video should be about (up to {max_chars} characters), "
+            "for example: \"Morning in the mountains: mist, sunrise, a cup of coffee on the porch\".\n\n"
+            "/status shows your jobs, /cancel cancels the current job."
+        ),
+    },
+    "unknown_command": {
+        "ru": "Я не знаю такой команды. Отправьте описание видео или /help.",
+        "en": "I don't know that command. Send a video description, or /help.",
+    },
+    "job_accepted": {
+        "ru": "👍 Принято! Задание #{job_id} в очереди — скоро пришлю сценарий на одобрение.",
+        "en": "👍 Got it! Job #{job_id} is queued; I'll send you the script to approve soon.",
+    },
+    "description_empty": {
+        "ru": "Описание пустое. Напишите текстом, каким должно быть видео.",
+        "en": "The description is empty. Write, as text, what the video should be.",
+    },
+    "description_too_long": {
+        "ru": "Слишком длинное описание: {length} символов, а можно не больше {max_chars}. "
+        "Сократите его и отправьте снова.",
+        "en": "That description is too long: {length} characters, the limit is {max_chars}. "
+        "Shorten it and send it again.",
+    },
+    "too_many_active": {
+        "ru": "⏳ У вас уже есть задание в работе (можно не больше {limit} одновременно). "
+        "Дождитесь его окончания: /status покажет, как оно идёт, а /cancel отменит его.",
+        "en": "⏳ You already have a job in progress (at most {limit} at a time). "
+        "Wait for it to finish: /status shows how it is going and /cancel cancels it.",
+    },
+    "daily_limit": {
+        "ru": "📅 На сегодня лимит исчерпан: {limit} видео в день. Возвращайтесь завтра!",
+        "en": "📅 You have reached today's limit of {limit} videos. Please come back tomorrow!",
+    },
+    "not_allowed": {
+        "ru": "🔒 Извините, этот бот пока доступен только приглашённым пользователям.",
+        "en": "🔒 Sorry, this bot is only open to invited users for now.",
+    },
+    "text_expected": {
+        "ru": "Я понимаю только текст 🙂 Опишите видео словами в одном сообщении.",
+        "en": "I only understand text 🙂 Describe the video in words, in one message.",
+    },
+    "edit_accepted": {
+        "ru": "✍️ Спасибо! Переписываю сценарий по вашей версии — пришлю его на одобрение.",
+        "en": "✍️ Thanks! I'm rewriting the script from your version and will send it to approve.",
+    },
+    "edit_not_open": {
+        "ru": "Этот сценарий уже нельзя изменить: решение по нему принято или время вышло.",
+        "en": "This script can no longer be edited: it was already decided on, or time ran out.",
+    },
+    "edit_only_script": {
+        "ru": "Ответом можно исправить только сценарий. Для раскадровки используйте кнопки.",
+        "en": "Only the script can be edited by replying. Use the buttons for the storyboard.",
+    },
+    "cancelled_jobs": {
+        "ru": "❌ Отменено заданий: {count}. Присылайте новое описание, когда захотите.",
+        "en": "❌ Cancelled {count} job(s). Send a new description whenever you like.",
+    },
+    "nothing_to_cancel": {
+        "ru": "Нечего отменять: у вас нет заданий в работе.",
+        "en": "Nothing to cancel: you have no job in progress.",
+    },
+    "status_header": {"ru": "Ваши последние задания:", "en": "Your recent jobs:"},
+    "status_line": {"ru": "#{job_id} «{description}» — {where}", "en": "#{job_id} \"{description}\" — {where}"},
+    "status_none": {
+        "ru": "У вас пока нет заданий. Отправьте описание видео, чтобы начать.",
+        "en": "You have no jobs yet. Send a video description to start.",
+    },
+    "state_queued": {"ru": "в очереди", "en": "queued"},
+    "state_running": {"ru": "в работе: {step}", "en": "in progress: {step}"},
+    "state_waiting_script": {
+        "ru": "ждёт вашего одобрения сценария",
+        "en": "waiting for you to approve the script",
+    },
+    "state_waiting_storyboard": {
+        "ru": "ждёт вашего одобрения раскадровки",
+        "en": "waiting for you to approve the storyboard",
+    },
+    "state_done": {"ru": "готово ✅", "en": "done ✅"},
+    "state_failed": {"ru": "не получилось ⚠️", "en": "failed ⚠️"},
+    "state_cancelled": {"ru": "отменено", "en": "cancelled"},
+    "step_script": {"ru": "пишу сценарий", "en": "writing the script"},
+    "step_review_script": {"ru": "готовлю сценарий к показу", "en": "preparing the script for you"},
+    "step_media": {"ru": "рисую сцены и записываю озвучку", "en": "drawing scenes and recording the voice-over"},
+    "step_review_storyboard": {"ru": "готовлю раскадровку к показу", "en": "preparing the storyboard for you"},
+    "step_render": {"ru": "монтирую видео", "en": "rendering the video"},
+    "step_deliver": {"ru": "отправляю видео", "en": "sending the video"},
+    "step_other": {"ru": "обработка", "en": "processing"},
+    # --- Gate buttons and the answers to pressing them ---
+    "button_approve": {"ru": "✅ Одобрить", "en": "✅ Approve"},
+    "button_regenerate": {"ru": "🔁 Заново", "en": "🔁 Regenerate"},
+    "button_cancel": {"ru": "❌ Отмена", "en": "❌ Cancel"},
+    "pressed_approve": {"ru": "✅ Одобрено — работаю дальше", "en": "✅ Approved — working on it"},
+    "pressed_regenerate": {"ru": "🔁 Делаю новый вариант", "en": "🔁 Making a new version"},
+    "pressed_cancel": {"ru": "❌ Задание отменено", "en": "❌ Job cancelled"},
+    "decided_approve": {"ru": "✅ Одобрено", "en": "✅ Approved"},
+    "decided_regenerate": {"ru": "🔁 Запрошен новый вариант", "en": "🔁 New version requested"},
+    "decided_cancel": {"ru": "❌ Отменено", "en": "❌ Cancelled"},
+    "press_already_decided": {
+        "ru": "Решение по этому шагу уже принято.",
+        "en": "This step has already been decided.",
+    },
+    "press_expired": {
+        "ru": "⌛ Эти кнопки устарели.",
+        "en": "⌛ These buttons have expired.",
+    },
+    "press_job_closed": {
+        "ru": "Это задание уже завершено или отменено.",
+        "en": "This job is already finished or cancelled.",
+    },
+    "press_not_yours": {"ru": "⛔ Это не ваша кнопка.", "en": "⛔ This button is not yours."},
+    "press_invalid": {"ru": "⛔ Эта кнопка недействительна.", "en": "⛔ This button is not valid."},
+    # --- Worker messages ---
+    "script_header": {"ru": "📝 Сценарий: «{title}»", "en": "📝 Script: \"{title}\""},
+    "script_scene": {"ru": "{number}. {text}", "en": "{number}. {text}"},
+    "script_footer": {
+        "ru": "Одобрите сценарий или попросите другой. Чтобы исправить его, ответьте на это "
+        "сообщение исправленным сценарием.",
+        "en": "Approve the script or ask for another one. To edit it, reply to this message "
+        "with a corrected script.",
+    },
+    "storyboard_caption": {
+        "ru": "🖼 Раскадровка «{title}»: {scenes} сцен(ы). Одобрить и монтировать видео?",
+        "en": "🖼 Storyboard for \"{title}\": {scenes} scene(s). Approve and render the video?",
+    },
+    "progress_script": {"ru": "✍️ Пишу сценарий…", "en": "✍️ Writing the script…"},
+    "progress_images": {"ru": "🎨 Рисую сцены… {pct}%", "en": "🎨 Drawing scenes… {pct}%"},
+    "progress_voice": {
+        "ru": "🎙 Записываю озвучку… {pct}%",
+        "en": "🎙 Recording the voice-over… {pct}%",
+    },
+    "progress_render": {"ru": "🎬 Монтирую… {pct}%", "en": "🎬 Rendering… {pct}%"},
+    "progress_sending": {"ru": "📤 Отправляю…", "en": "📤 Sending…"},
+    "progress_done": {"ru": "✅ Готово", "en": "✅ Done"},
+    "approval_expired": {
+        "ru": "⌛ Время на решение вышло, задание #{job_id} остановлено. "
+        "Отправьте описание снова, чтобы начать заново.",
+        "en": "⌛ Time to decide ran out, so job #{job_id} was stopped. "
+        "Send the description again to start over.",
+    },
+    "job_cancelled": {
+        "ru": "❌ Задание #{job_id} отменено.",
+        "en": "❌ Job #{job_id} was cancelled.",
+    },
+    "job_failed": {
+        "ru": "⚠️ Не удалось {what}. Отправьте описание снова, чтобы повторить.",
+        "en": "⚠️ Could not {what}. Send the description again to retry.",
+    },
+    "failed_script": {"ru": "написать сценарий", "en": "write the script"},
+    "failed_storyboard": {"ru": "подготовить раскадровку", "en": "prepare the storyboard"},
+    "failed_images": {"ru": "нарисовать сцены", "en": "draw the scenes"},
+    "failed_voice": {"ru": "записать озвучку", "en": "record the voice-over"},
+    "failed_render": {"ru": "смонтировать видео", "en": "render the video"},
+    "failed_deliver": {"ru": "отправить видео", "en": "send the video"},
+    "failed_other": {"ru": "сделать видео", "en": "make the video"},
+    "video_caption": {"ru": "🎬 «{title}»", "en": "🎬 \"{title}\""},
+}
+
+
+def language_for(language_code: object) -> str:
+    """The bot's language for a Telegram `language_code`: Russian for ru-* or none, else English."""
+    if not isinstance(language_code, str) or not language_code.strip():
+        return DEFAULT_LANGUAGE
+    return "ru" if language_code.strip().lower().split("-")[0] == "ru" else "en"
+
+
+def t(key: str, language: str, **fmt: object) -> str:
+    """The text `key` in `language` (anything but ru/en falls back as `language_for` says)."""
+    variants = TEXTS[key]
+    text = variants[language] if language in variants else variants[language_for(language)]
+    return text.format(**fmt) if fmt else text
+
+
+def script_message(title: str, scenes: Sequence[str], language: str) -> str:
+    """The script as the user sees it at the script gate: header, numbered scenes, the hint."""
+    lines = [t("script_header", language, title=title), ""]
+    lines += [
+        t("script_scene", language, number=number, text=text)
+        for number, text in enumerate(scenes, start=1)
+    ]
+    lines += ["", t("script_footer", language)]
+    return "\n".join(lines)
+
+
+def failure_notice(step: str, language: str) -> str:
+    """'Could not <what the step does>. Send the description again to retry.'"""
+    what_key = f"failed_{step}" if f"failed_{step}" in TEXTS else "failed_other"
+    return t("job_failed", language, what=t(what_key, language))
+
+
+def step_name(step: str, language: str) -> str:
+    """A job step in words, for /status."""
+    return t(f"step_{step}" if f"step_{step}" in TEXTS else "step_other", language)
