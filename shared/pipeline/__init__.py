@@ -1,0 +1,1 @@
+"""The steps that turn a claimed job into a delivered video."""

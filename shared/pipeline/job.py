@@ -1,0 +1,157 @@
+"""What a step needs while it runs a claimed job: its context, the lease heartbeat, the status
+message that shows progress, and the chat action shown while uploading."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from types import TracebackType
+
+from shared import db as dbmod
+from shared import queue
+from shared.config import Settings
+from shared.providers import Providers
+from shared.telegram import TelegramClient
+from shared.texts import t
+
+log = logging.getLogger(__name__)
+
+STATUS_EDIT_INTERVAL = 3.0
+CHAT_ACTION_INTERVAL = 4.5
+
+
+class CancelRequested(Exception):
+    """The user or an operator asked to cancel this job while it was running."""
+
+
+class Heartbeat:
+    """Extends the lease every third of its length from a thread with its own connection, so a
+    long provider call or render is never taken over. The job's thread calls `check()` between
+    pieces of work to learn whether the lease was lost or a cancel was requested."""
+
+    def __init__(self, settings: Settings, job: queue.ClaimedJob) -> None:
+        self._settings = settings
+        self._job = job
+        self._stop = threading.Event()
+        self._lost = threading.Event()
+        self._cancel = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job.id}", daemon=True)
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self) -> None:
+        if self._lost.is_set():
+            raise queue.LeaseLost(f"job {self._job.id}: lease lost")
+        if self._cancel.is_set():
+            raise CancelRequested(f"job {self._job.id}: cancel requested")
+
+    def _beat(self) -> None:
+        lease = self._settings.worker_lease_seconds
+        database = None
+        while not self._stop.wait(lease / 3):
+            try:
+                database = database or dbmod.connect(self._settings, "ai_video_bot-heartbeat")
+                if queue.extend(database, self._job, lease):
+                    self._cancel.set()
+            except queue.LeaseLost:
+                self._lost.set()
+                break
+            except Exception:  # a passing database error: the next beat tries again
+                log.warning("heartbeat failed job=%s", self._job.id, exc_info=True)
+                if database is not None:
+                    database.close()
+                database = None
+        if database is not None:
+            database.close()
+
+
+@dataclass
+class JobContext:
+    settings: Settings
+    db: dbmod.Database
+    telegram: TelegramClient
+    providers: Providers
+    job: queue.ClaimedJob
+    heartbeat: Heartbeat | None = None
+
+    def __post_init__(self) -> None:
+        self.status = StatusMessage(self)
+
+    @property
+    def language(self) -> str:
+        return self.job.language
+
+    def check(self) -> None:
+        """Stop here if the lease is gone or a cancel arrived."""
+        if self.heartbeat is not None:
+            self.heartbeat.check()
+
+    def checkpoint(self, result: object, next_step: str) -> None:
+        self.check()
+        queue.checkpoint(self.db, self.job, result, next_step, self.settings.worker_lease_seconds)
+
+
+class StatusMessage:
+    """The one progress message of a job, edited in place at most once per 3 seconds."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+        self._last_edit = 0.0
+        self._shown = ""
+
+    def show(self, key: str, *, force: bool = False, **fmt: object) -> None:
+        """Show text `key`; a forced update (a new step) waits out the interval, others skip."""
+        text = t(key, self._ctx.language, **fmt)
+        if text == self._shown:
+            return
+        wait = self._last_edit + STATUS_EDIT_INTERVAL - time.monotonic()
+        if wait > 0 and not force:
+            return
+        if wait > 0:
+            time.sleep(wait)
+        job = self._ctx.job
+        if job.status_message_id is None:
+            message = self._ctx.telegram.send_message(job.chat_id, text)
+            queue.set_status_message(self._ctx.db, job, message["message_id"])
+        else:
+            self._ctx.telegram.edit_message_text(job.chat_id, job.status_message_id, text)
+        self._shown = text
+        self._last_edit = time.monotonic()
+
+
+class ChatAction:
+    """Repeat a chat action (e.g. upload_video) every few seconds while the block runs."""
+
+    def __init__(self, telegram: TelegramClient, chat_id: int, action: str) -> None:
+        self._telegram = telegram
+        self._chat_id = chat_id
+        self._action = action
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._repeat, daemon=True)
+
+    def __enter__(self) -> "ChatAction":
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _repeat(self) -> None:
+        while True:
+            try:
+                self._telegram.send_chat_action(self._chat_id, self._action)
+            except Exception:  # a lost chat action costs nothing but the indicator
+                log.info("chat action failed chat=%s action=%s", self._chat_id, self._action)
+            if self._stop.wait(CHAT_ACTION_INTERVAL):
+                return

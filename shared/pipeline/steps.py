@@ -1,0 +1,196 @@
+"""The steps of a job, in order. Each step reads what earlier steps checkpointed, does its work
+in a temporary directory of its own, checkpoints its result and names the next step. A review
+step sends the gate message and parks the job until the user (or an operator) decides.
+
+    script -> review_script -> media -> review_storyboard -> render -> deliver
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from shared import queue
+from shared.buttons import gate_keyboard
+from shared.errors import PermanentError
+from shared.media import audio_duration
+from shared.pipeline.job import ChatAction, JobContext
+from shared.pipeline.render import render_video
+from shared.pipeline.storyboard import make_storyboard
+from shared.plan import ScenePlan, parse_edited_script
+from shared.texts import script_message, t
+
+log = logging.getLogger(__name__)
+
+GATE_OF_REVIEW = {"review_script": "script", "review_storyboard": "storyboard"}
+REVIEW_OF_GATE = {gate: review for review, gate in GATE_OF_REVIEW.items()}
+STEP_AFTER_GATE = {"script": "media", "storyboard": "render"}
+STEP_REDONE_BY_GATE = {"script": "script", "storyboard": "media"}
+
+
+def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
+    """One directory per job and step, removed when the step ends, however it ends."""
+    return tempfile.TemporaryDirectory(prefix=f"videobot-job{ctx.job.id}-{ctx.job.step}-")
+
+
+def _plan(ctx: JobContext) -> ScenePlan:
+    return ScenePlan.from_dict(ctx.job.checkpoints["script"])
+
+
+def _revision(ctx: JobContext, gate: str) -> dict:
+    """What the user asked for at `gate` the last time: {"count": n, "kind": ..., "text": ...}."""
+    return ctx.job.checkpoints.get(REVIEW_OF_GATE[gate]) or {}
+
+
+def step_script(ctx: JobContext) -> bool:
+    ctx.status.show("progress_script", force=True)
+    revision = _revision(ctx, "script")
+    seconds = ctx.settings.video_seconds
+    if revision.get("kind") == "edit":
+        plan = parse_edited_script(revision["text"], ctx.language, seconds)
+    else:
+        plan = ctx.providers.script.write(
+            ctx.job.description, ctx.language, seconds, variant=revision.get("count", 0)
+        )
+    log.info("script written job=%s scenes=%d", ctx.job.id, len(plan.scenes))
+    ctx.checkpoint(plan.to_dict(), "review_script")
+    return False
+
+
+def step_review(ctx: JobContext) -> bool:
+    """Send the gate message and park the job, or pass straight on when the gate is off."""
+    gate = GATE_OF_REVIEW[ctx.job.step]
+    if gate not in ctx.settings.approval_gates:
+        ctx.checkpoint({"approved": "gate off"}, STEP_AFTER_GATE[gate])
+        return False
+    plan = _plan(ctx)
+    keyboard = gate_keyboard(ctx.job.id, gate, ctx.language)
+    if gate == "script":
+        text = script_message(plan.title, [scene.narration for scene in plan.scenes], ctx.language)
+        message = ctx.telegram.send_message(ctx.job.chat_id, text, reply_markup=keyboard)
+    else:
+        with _work_dir(ctx) as tmp:
+            images = _write_artifacts(ctx, "image/", Path(tmp))
+            sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg")
+            caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
+            message = ctx.telegram.send_photo(
+                ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard
+            )
+    ctx.check()
+    queue.open_gate(
+        ctx.db, ctx.job, gate, message["message_id"], ctx.settings.approval_ttl_hours * 3600
+    )
+    log.info("gate opened job=%s gate=%s message=%s", ctx.job.id, gate, message["message_id"])
+    return True
+
+
+def step_media(ctx: JobContext) -> bool:
+    """A voice-over and a still per scene. Voices already made survive a retry; a storyboard
+    regeneration draws new stills for the same voices."""
+    plan = _plan(ctx)
+    variant = _revision(ctx, "storyboard").get("count", 0)
+    made = set(queue.load_artifacts(ctx.db, ctx.job.id, "voice/"))
+    durations: list[float] = []
+    with _work_dir(ctx) as tmp:
+        work = Path(tmp)
+        for index, scene in enumerate(plan.scenes):
+            ctx.status.show("progress_voice", pct=100 * index // len(plan.scenes))
+            name = f"voice/{index:02d}.wav"
+            path = work / f"voice-{index:02d}.wav"
+            if name in made:
+                path.write_bytes(queue.load_artifacts(ctx.db, ctx.job.id, name)[name])
+                durations.append(audio_duration(path))
+                continue
+            durations.append(ctx.providers.voice.speak(scene.narration, ctx.language, path))
+            ctx.check()
+            queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
+        for index in range(len(plan.scenes)):
+            ctx.status.show("progress_images", pct=100 * index // len(plan.scenes))
+            path = work / f"image-{index:02d}.png"
+            ctx.providers.visuals.draw(plan, index, ctx.settings.video_size, path, variant=variant)
+            ctx.check()
+            queue.save_artifact(ctx.db, ctx.job, f"image/{index:02d}.png", path.read_bytes())
+    ctx.checkpoint({"durations": durations}, "review_storyboard")
+    return False
+
+
+def _write_artifacts(ctx: JobContext, prefix: str, directory: Path) -> list[Path]:
+    paths = []
+    for name, content in sorted(queue.load_artifacts(ctx.db, ctx.job.id, prefix).items()):
+        path = directory / name.replace("/", "-")
+        path.write_bytes(content)
+        paths.append(path)
+    return paths
+
+
+def step_render(ctx: JobContext) -> bool:
+    plan = _plan(ctx)
+    durations = ctx.job.checkpoints["media"]["durations"]
+    width, height = ctx.settings.video_size
+
+    def on_progress(fraction: float) -> None:
+        ctx.check()
+        ctx.status.show("progress_render", pct=min(99, int(fraction * 100)))
+
+    with _work_dir(ctx) as tmp:
+        work = Path(tmp)
+        audios = _write_artifacts(ctx, "voice/", work)
+        images = _write_artifacts(ctx, "image/", work)
+        if len(audios) != len(plan.scenes) or len(images) != len(plan.scenes):
+            raise PermanentError(f"media of job {ctx.job.id} is incomplete; run the media step again")
+        ctx.status.show("progress_render", force=True, pct=0)
+        result = render_video(
+            plan, images, audios, durations, work / "video.mp4",
+            size=(width, height), fps=ctx.settings.video_fps, work_dir=work,
+            progress=on_progress,
+        )
+        ctx.check()
+        queue.save_artifact(ctx.db, ctx.job, "out/video.mp4", result.path.read_bytes())
+        queue.save_artifact(ctx.db, ctx.job, "out/thumb.jpg", result.thumbnail.read_bytes())
+    ctx.checkpoint(
+        {"duration": result.duration, "width": result.width, "height": result.height,
+         "size_bytes": result.size_bytes},
+        "deliver",
+    )
+    return False
+
+
+def step_deliver(ctx: JobContext) -> bool:
+    """Send the video at most once per job: the delivery record is written before the upload,
+    so a run after a crash mid-upload never sends it a second time."""
+    job = ctx.job
+    if not ctx.db.one("begin_delivery", id=job.id, token=job.lease_token)["created"]:
+        delivery = ctx.db.one("delivery_state", id=job.id)
+        if delivery["state"] != "sent":
+            raise PermanentError("an earlier run was interrupted while sending the video")
+        log.info("video already delivered job=%s", job.id)
+    else:
+        video = job.checkpoints["render"]
+        ctx.status.show("progress_sending", force=True)
+        with _work_dir(ctx) as tmp:
+            files = {path.name: path for path in _write_artifacts(ctx, "out/", Path(tmp))}
+            with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
+                message = ctx.telegram.send_video(
+                    job.chat_id, files["out-video.mp4"],
+                    duration=video["duration"], width=video["width"], height=video["height"],
+                    thumbnail=files["out-thumb.jpg"],
+                    caption=t("video_caption", ctx.language, title=_plan(ctx).title),
+                )
+        ctx.db.run("finish_delivery", id=job.id, message_id=message["message_id"])
+        log.info("video delivered job=%s message=%s", job.id, message["message_id"])
+    ctx.status.show("progress_done", force=True)
+    queue.complete(ctx.db, job)
+    job.step = "done"
+    return True
+
+
+STEPS: dict[str, Callable[[JobContext], bool]] = {
+    "script": step_script,
+    "review_script": step_review,
+    "media": step_media,
+    "review_storyboard": step_review,
+    "render": step_render,
+    "deliver": step_deliver,
+}
