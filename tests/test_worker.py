@@ -17,7 +17,7 @@ from functions.worker.main import run_tick, start
 from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
-from shared import queue
+from shared import ops, queue
 from shared.config import load_settings
 from shared.media import probe
 from tests.conftest import REPO_ROOT, child_env
@@ -255,5 +255,25 @@ def test_worker_killed_during_render_delivers_exactly_once(db, worker_env, teleg
     late = subprocess.run([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert late.returncode == 0, late.stderr
+    assert job(db, job_id)["state"] == "done"
+    assert len(telegram.calls_to("sendVideo")) == 1
+
+
+def test_operator_retry_of_a_cancelled_job_makes_its_lost_files_again(db, worker_env, telegram):
+    worker = Worker(dict(worker_env, APPROVAL_GATES="storyboard"))
+    job_id = enqueue(db, "An old clock tower rings at noon. Pigeons fly up. The square is busy.")
+    worker.tick()
+    assert job(db, job_id)["gate"] == "storyboard"
+    ops.cancel(db, job_id)
+    worker.tick()
+    assert job(db, job_id)["state"] == "cancelled"
+    assert queue.load_artifacts(db, job_id) == {}, "a cancelled job's files are deleted"
+
+    ops.retry(db, job_id)
+    worker.tick()
+    assert job(db, job_id)["gate"] == "storyboard"
+    assert len(telegram.calls_to("sendPhoto")) == 2
+    decide(db, job_id, "storyboard")
+    worker.tick()
     assert job(db, job_id)["state"] == "done"
     assert len(telegram.calls_to("sendVideo")) == 1

@@ -35,6 +35,16 @@ def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"videobot-job{ctx.job.id}-{ctx.job.step}-")
 
 
+def _rewind_if_missing(ctx: JobContext, prefix: str, count: int, step: str) -> bool:
+    """Files of an earlier step are gone (a cancelled job retried by an operator): go back and
+    make them again rather than fail. True when the job was sent back to `step`."""
+    if len(queue.load_artifacts(ctx.db, ctx.job.id, prefix)) >= count:
+        return False
+    log.warning("files missing job=%s step=%s prefix=%s rewind_to=%s", ctx.job.id, ctx.job.step, prefix, step)
+    ctx.checkpoint({"rewound_to": step, "missing": prefix}, step)
+    return True
+
+
 def _plan(ctx: JobContext) -> ScenePlan:
     return ScenePlan.from_dict(ctx.job.checkpoints["script"])
 
@@ -66,6 +76,8 @@ def step_review(ctx: JobContext) -> bool:
         ctx.checkpoint({"approved": "gate off"}, STEP_AFTER_GATE[gate])
         return False
     plan = _plan(ctx)
+    if gate == "storyboard" and _rewind_if_missing(ctx, "image/", len(plan.scenes), "media"):
+        return False
     keyboard = gate_keyboard(ctx.job.id, gate, ctx.language)
     if gate == "script":
         text = script_message(plan.title, [scene.narration for scene in plan.scenes], ctx.language)
@@ -127,6 +139,9 @@ def _write_artifacts(ctx: JobContext, prefix: str, directory: Path) -> list[Path
 
 def step_render(ctx: JobContext) -> bool:
     plan = _plan(ctx)
+    scenes = len(plan.scenes)
+    if _rewind_if_missing(ctx, "voice/", scenes, "media") or _rewind_if_missing(ctx, "image/", scenes, "media"):
+        return False
     durations = ctx.job.checkpoints["media"]["durations"]
     width, height = ctx.settings.video_size
 
@@ -138,8 +153,6 @@ def step_render(ctx: JobContext) -> bool:
         work = Path(tmp)
         audios = _write_artifacts(ctx, "voice/", work)
         images = _write_artifacts(ctx, "image/", work)
-        if len(audios) != len(plan.scenes) or len(images) != len(plan.scenes):
-            raise PermanentError(f"media of job {ctx.job.id} is incomplete; run the media step again")
         ctx.status.show("progress_render", force=True, pct=0)
         result = render_video(
             plan, images, audios, durations, work / "video.mp4",
@@ -161,6 +174,9 @@ def step_deliver(ctx: JobContext) -> bool:
     """Send the video at most once per job: the delivery record is written before the upload,
     so a run after a crash mid-upload never sends it a second time."""
     job = ctx.job
+    delivery = ctx.db.one("delivery_state", id=job.id)
+    if delivery is None and _rewind_if_missing(ctx, "out/", 2, "render"):
+        return False
     if not ctx.db.one("begin_delivery", id=job.id, token=job.lease_token)["created"]:
         delivery = ctx.db.one("delivery_state", id=job.id)
         if delivery["state"] != "sent":
