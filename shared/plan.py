@@ -147,7 +147,7 @@ def _has_words(text: str) -> bool:
 
 
 def _attach_wordless(pieces: list[str]) -> list[str]:
-    """Glue pieces with no letters or digits ("...", "!!") to their neighbour: never a scene alone."""
+    """Glue pieces without letters or digits ("...", "!!") to a neighbour: never a scene alone."""
     kept: list[str] = []
     pending = ""
     for piece in pieces:
@@ -204,7 +204,8 @@ def _short_phrase(text: str, max_words: int, max_chars: int) -> str:
     phrase = " ".join(words[:max_words])
     truncated = len(words) > max_words
     if len(phrase) > max_chars:
-        phrase = phrase[:max_chars].rsplit(" ", 1)[0] if " " in phrase[:max_chars] else phrase[:max_chars]
+        cut = phrase[:max_chars]
+        phrase = cut.rsplit(" ", 1)[0] if " " in cut else cut
         truncated = True
     phrase = _strip_edges(phrase) or phrase.strip()
     return f"{phrase}…" if truncated and phrase else phrase
@@ -241,7 +242,8 @@ def _frame_with_intro_and_closing(
         closing = phrases["closing"].format(topic=title)
         drafts.append(_SceneDraft(closing, phrases["closing_on_screen"], title))
     if len(drafts) < MIN_SCENES:
-        drafts.insert(0, _SceneDraft(phrases["intro"].format(topic=title), title, title))
+        headline = _short_phrase(title, _ON_SCREEN_MAX_WORDS, _ON_SCREEN_MAX_CHARS)
+        drafts.insert(0, _SceneDraft(phrases["intro"].format(topic=title), headline, title))
     return drafts
 
 
@@ -291,7 +293,8 @@ def plan_from_text(
     Scene durations follow narration length and add up to about `seconds`.
     """
     normalized = _checked_text(text, seconds)
-    plan_title = (title or "").strip()[:_TITLE_MAX_CHARS] or _title_from(normalized, language)
+    given_title = (title or "").strip()[:_TITLE_MAX_CHARS].strip()
+    plan_title = given_title or _title_from(normalized, language)
     return _plan_from_pieces(_split_sentences(normalized), language, seconds, plan_title)
 
 
@@ -333,7 +336,7 @@ def parse_edited_script(text: str, language: str, seconds: int) -> ScenePlan:
     if numbered is None:
         return plan_from_text(normalized, language, seconds)
     title_line, scene_texts = numbered
-    title = _strip_edges(title_line)[:_TITLE_MAX_CHARS]
+    title = _strip_edges(_strip_edges(title_line)[:_TITLE_MAX_CHARS])
     if not _has_words(title):
         title = _title_from(scene_texts[0], language)
     return _plan_from_pieces(scene_texts, language, seconds, title)

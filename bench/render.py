@@ -1,0 +1,206 @@
+"""Render benchmark: a 6-scene, ~30 s clip at 720x1280 with the local providers.
+
+Prints the render's wall time, the peak RSS of the ffmpeg child, and the "encode floor":
+x264 encoding the same number of frames at the same size, fps and settings from a still
+frame with no filters and no image decoding (raw YUV looped from the page cache). A still
+is the cheapest content x264 can get, so the bench also times x264 re-encoding the rendered
+frames themselves (`encode_same_frames_s`): render / that is the cost of the pipeline
+around the encoder. The last line printed is one JSON object; `run_render_bench()` returns
+the dict without printing it, so other benchmarks can add fields (e.g. `e2e_s`).
+
+Run: /tmp/venv/bin/python -m bench.render [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from shared.media import ffmpeg_exe
+from shared.pipeline.render import (
+    RenderResult,
+    gap_seconds_for,
+    render_video,
+    video_bitrate_for,
+    video_encoder_options,
+)
+from shared.plan import ScenePlan, plan_from_text
+from shared.providers.local import LocalVisuals, LocalVoice
+
+T = TypeVar("T")
+
+SIZE = (720, 1280)
+FPS = 30
+SECONDS = 30
+MAX_BYTES = 50 * 1024 * 1024
+REPEATS = 3
+BENCH_TEXT = (
+    "Байкал — самое глубокое озеро на планете, его возраст около двадцати пяти миллионов лет. "
+    "Зимой лёд на озере становится таким прозрачным, что сквозь него видно камни на дне. "
+    "В холодной воде живёт нерпа, единственный пресноводный тюлень в России. "
+    "Вокруг озера растёт тайга, а в горах прячутся тихие бухты и горячие источники. "
+    "Летом сюда приезжают путешественники, чтобы пройти по Большой Байкальской тропе. "
+    "Берегите Байкал: это чистейший запас пресной воды для всей планеты."
+)
+
+
+def prepare_inputs(work_dir: Path) -> tuple[ScenePlan, list[Path], list[Path], list[float]]:
+    """Plan, stills and voices for the benchmark clip, made with the local providers."""
+    plan = plan_from_text(BENCH_TEXT, "ru", SECONDS)
+    visuals, voice = LocalVisuals(), LocalVoice()
+    images, audios, durations = [], [], []
+    for index, scene in enumerate(plan.scenes):
+        image, audio = work_dir / f"scene_{index}.png", work_dir / f"scene_{index}.wav"
+        visuals.draw(plan, index, SIZE, image)
+        durations.append(voice.speak(scene.narration, plan.language, audio))
+        images.append(image)
+        audios.append(audio)
+    return plan, images, audios, durations
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    cpu_s: float  # user + system time of the child processes (ffmpeg) started meanwhile
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(action: Callable[[], T]) -> tuple[Timing, T]:
+    cpu_before, started = _children_cpu_s(), time.perf_counter()
+    value = action()
+    return Timing(time.perf_counter() - started, _children_cpu_s() - cpu_before), value
+
+
+def best(timings: list[Timing]) -> Timing:
+    """Fastest wall time and least CPU time of several runs: the machine is shared."""
+    return Timing(min(t.wall_s for t in timings), min(t.cpu_s for t in timings))
+
+
+def render_once(
+    plan: ScenePlan, images: list[Path], audios: list[Path], durations: list[float], work_dir: Path
+) -> RenderResult:
+    return render_video(
+        plan, images, audios, durations, work_dir / "bench.mp4",
+        size=SIZE, fps=FPS, work_dir=work_dir / "render",
+    )
+
+
+def peak_child_rss_mb() -> float:
+    """Largest resident set of any finished child process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def _encoder_args(video_bitrate: int) -> list[str]:
+    args: list[str] = []
+    for option, value in video_encoder_options(video_bitrate).items():
+        args += [f"-{option}", str(value)]
+    return args
+
+
+def _time_raw_encode(raw_path: Path, frames: int, video_bitrate: int, out_path: Path) -> Timing:
+    """Seconds for x264 alone to encode `frames` raw yuv420p frames read from `raw_path`
+    (looped when it holds fewer): no filters, no decoding."""
+    command = [
+        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{SIZE[0]}x{SIZE[1]}",
+        "-framerate", str(FPS), "-stream_loop", "-1", "-i", str(raw_path),
+        "-frames:v", str(frames), *_encoder_args(video_bitrate), "-an", str(out_path),
+    ]
+    timing, _ = timed(lambda: subprocess.run(command, check=True))
+    return timing
+
+
+def _to_raw(source: Path, raw_path: Path) -> Path:
+    subprocess.run(
+        [
+            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
+            "-vf", f"scale={SIZE[0]}:{SIZE[1]}", "-pix_fmt", "yuv420p", "-f", "rawvideo",
+            str(raw_path),
+        ],
+        check=True,
+    )
+    return raw_path
+
+
+def time_encode_floor(still: Path, frames: int, video_bitrate: int, work_dir: Path) -> Timing:
+    """The brief's floor: one still frame looped, encoded with the render's x264 settings."""
+    raw_frame = _to_raw(still, work_dir / "floor_frame.yuv")
+    return _time_raw_encode(raw_frame, frames, video_bitrate, work_dir / "floor.mp4")
+
+
+def time_encode_same_frames(
+    video: Path, frames: int, video_bitrate: int, work_dir: Path
+) -> Timing:
+    """x264 alone re-encoding the rendered frames themselves (decoded beforehand): the cost
+    of encoding this moving content, without the render's decoding and filtering."""
+    raw_frames = _to_raw(video, work_dir / "rendered_frames.yuv")
+    try:
+        return _time_raw_encode(raw_frames, frames, video_bitrate, work_dir / "same_frames.mp4")
+    finally:
+        raw_frames.unlink()
+
+
+def run_render_bench(work_dir: Path, repeats: int = REPEATS) -> dict[str, Any]:
+    """Best-of-`repeats` timings of the render and of both encode floors."""
+    plan, images, audios, durations = prepare_inputs(work_dir)
+    voice_seconds = sum(durations)
+    padded_seconds = voice_seconds + gap_seconds_for(durations) * len(durations)
+    render_runs = [
+        timed(lambda: render_once(plan, images, audios, durations, work_dir))
+        for _ in range(repeats)
+    ]
+    peak_rss_mb = peak_child_rss_mb()
+    render = best([timing for timing, _ in render_runs])
+    result = render_runs[-1][1]
+    frames = round(result.duration * FPS)
+    bitrate = video_bitrate_for(padded_seconds, SIZE, MAX_BYTES)
+    floor = best([time_encode_floor(images[0], frames, bitrate, work_dir) for _ in range(repeats)])
+    same_frames = best(
+        [time_encode_same_frames(result.path, frames, bitrate, work_dir) for _ in range(repeats)]
+    )
+    print(
+        f"scenes={len(plan.scenes)} video_s={result.duration:.2f} voice_s={voice_seconds:.2f} "
+        f"frames={frames} size_mb={result.size_bytes / 1e6:.2f} peak_rss_mb={peak_rss_mb:.0f}"
+    )
+    for name, timing in (("render", render), ("encode_floor", floor), ("same_frames", same_frames)):
+        print(f"{name}: wall_s={timing.wall_s:.2f} cpu_s={timing.cpu_s:.2f}")
+    return {
+        "bench": "render",
+        "render_s": round(render.wall_s, 3),
+        "encode_floor_s": round(floor.wall_s, 3),
+        "ratio": round(render.wall_s / floor.wall_s, 3),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "ratio_cpu": round(render.cpu_s / floor.cpu_s, 3),
+        "encode_same_frames_s": round(same_frames.wall_s, 3),
+        "ratio_same_frames": round(render.wall_s / same_frames.wall_s, 3),
+        "ratio_same_frames_cpu": round(render.cpu_s / same_frames.cpu_s, 3),
+    }
+
+
+def main(keep_dir: Path | None = None) -> dict[str, Any]:
+    """Run the benchmark, print its figures and, last, one JSON line; return that dict."""
+    with tempfile.TemporaryDirectory(prefix="bench_render_") as temp:
+        work_dir = keep_dir or Path(temp)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        figures = run_render_bench(work_dir)
+    print(json.dumps(figures))
+    return figures
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keep", type=Path, help="keep the clip and inputs in this directory")
+    main(parser.parse_args().keep)
