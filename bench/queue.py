@@ -1,7 +1,7 @@
 """Burn-down of 10,000 no-op jobs with 1, 2 and 4 worker processes, against the database's own
 ceiling for the same writes, and claim latency as finished rows pile up.
 
-    python bench/queue.py            # embedded PostgreSQL, or DATABASE_URL when set
+    python -m bench.queue           # embedded PostgreSQL, or DATABASE_URL when set
 
 The last line is one JSON object with the figures.
 """
@@ -12,17 +12,13 @@ import json
 import multiprocessing
 import os
 import statistics
-import sys
 import time
 import uuid
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from shared import db as dbmod  # noqa: E402
-from shared import queue  # noqa: E402
-from shared.config import Settings, load_settings  # noqa: E402
-from shared.migrate import migrate  # noqa: E402
+from shared import db as dbmod
+from shared import queue
+from shared.config import Settings, load_settings
+from shared.migrate import migrate
 
 JOBS = 10_000
 CLAIM_BATCH = 20

