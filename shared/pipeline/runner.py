@@ -23,7 +23,8 @@ def run_job(ctx: JobContext) -> None:
     log.info("job claimed job=%s step=%s attempt=%s chat=%s", job.id, job.step, job.attempts, job.chat_id)
     try:
         if job.cancel_requested:
-            raise CancelRequested("cancel requested before the job ran")
+            at_gate = job.gate_decision == "cancelled"
+            raise CancelRequested(f"cancelled at the {job.prev_gate} gate" if at_gate else "cancel requested")
         if job.attempts > job.max_attempts:
             raise PermanentError(f"gave up after {job.max_attempts} attempts (the worker kept dying)")
         if job.woke_from_gate and not _resolve_gate(ctx):
@@ -34,8 +35,8 @@ def run_job(ctx: JobContext) -> None:
                 pass
     except queue.LeaseLost:
         log.warning("job abandoned: lease lost job=%s step=%s", job.id, job.step)
-    except CancelRequested:
-        _cancel(ctx, "cancel requested", "job_cancelled")
+    except CancelRequested as exc:
+        _cancel(ctx, str(exc), "job_cancelled")
     except ChatBlocked:
         cancelled = queue.cancel_user_jobs(ctx.db, job.user_id, "the user blocked the bot")
         ctx.db.run("block_chat", chat_id=job.chat_id)
@@ -57,9 +58,6 @@ def _resolve_gate(ctx: JobContext) -> bool:
         log.info("gate approved job=%s gate=%s", job.id, gate)
         ctx.checkpoint({"approved": True}, STEP_AFTER_GATE[gate])
         return True
-    if job.gate_decision == "cancelled":
-        _cancel(ctx, f"cancelled at the {gate} gate", "job_cancelled")
-        return False
     revision = ctx.db.one("pending_revision", id=job.id, gate=gate)
     if revision is not None:
         if not ctx.db.run("consume_revision", revision_id=revision["id"], token=job.lease_token):
