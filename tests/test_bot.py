@@ -233,7 +233,8 @@ def test_stale_button_on_an_old_message_has_expired(client: FlaskClient, db: Dat
 
 def test_press_after_the_deadline_has_expired(client: FlaskClient, db: Database) -> None:
     reply_of(client, load_update("description_en"))
-    park_at_gate(db, "script", 501, ttl_seconds=0.001)
+    park_at_gate(db, "script", 501)
+    db.execute("UPDATE jobs SET gate_deadline = now() - interval '1 second'")
     reply = reply_of(client, press(40001, callback_data(1, "script", "approve"), 501))
     assert reply["text"] == "⌛ These buttons have expired."
     assert count(db, "approval_statuses") == 0
