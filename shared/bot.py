@@ -352,9 +352,7 @@ def _decide(db: Database, press: GatePress, user_id: int, message_id: int) -> st
     if press.action == "regenerate":
         written = db.run("insert_revision", job_id=press.job_id, gate=press.gate, kind="regenerate", text=None)
     else:
-        written = db.run(
-            "insert_decision", job_id=press.job_id, gate=press.gate, status=_DECISION_STATUS[press.action]
-        )
+        written = queue.decide(db, press.job_id, press.gate, _DECISION_STATUS[press.action], "user")
     return "accepted" if written else "press_already_decided"
 
 

@@ -19,6 +19,9 @@ import imageio_ffmpeg
 
 logger = logging.getLogger(__name__)
 
+FONTS_DIR = Path(__file__).resolve().parent / "assets" / "fonts"
+FONT_PATH = FONTS_DIR / "DejaVuSans-Bold.ttf"  # covers Latin and Cyrillic; see LICENSE-DejaVu.txt
+
 PROBE_TIMEOUT_S = 60
 _DURATION_RE = re.compile(r"Duration:\s*(\d+):(\d{2}):(\d{2}(?:\.\d+)?)")
 _STREAM_RE = re.compile(r"Stream #\d+:\d+.*?: (Video|Audio): (\w+)(.*)")

@@ -1,8 +1,7 @@
 """What the operator's CLI (manage.py) does, kept apart from argument parsing so it can be tested.
 
 Every decision an operator takes goes through the same table the emergency SQL uses
-(approval_statuses), so the worker treats it exactly like a user's button press; a queued or
-running job is also cancelled directly. Errors the operator can fix raise `OperatorError` with a
+(approval_statuses), so the worker treats it exactly like a user's button press. Errors the operator can fix raise `OperatorError` with a
 message meant to be printed as it is.
 """
 
@@ -20,7 +19,7 @@ from shared.db import Database
 
 log = logging.getLogger(__name__)
 
-OPERATOR_CANCEL_REASON = "cancelled by an operator"
+OPERATOR_APPROVAL_TYPE = "operator"
 WEBHOOK_UPDATES = ("message", "callback_query", "my_chat_member")
 ERROR_PREVIEW_CHARS = 60
 
@@ -38,14 +37,6 @@ class JobDetail:
     revisions: list[dict[str, Any]]
     delivery: dict[str, Any] | None
     events: list[dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class CancelOutcome:
-    """What a cancel did: the decision row written (if any) and whether the job stopped now."""
-
-    decision_gate: str | None
-    cancelled_now: bool
 
 
 @dataclass(frozen=True)
@@ -121,53 +112,26 @@ def approve(db: Database, job_id: int, gate: str | None = None) -> str:
         gate = job["gate"]
     if gate not in GATES:
         raise OperatorError(f"unknown gate {gate!r}: use {' or '.join(GATES)}")
-    if not db.run("ops_insert_approval", id=job_id, gate=gate, status="approved"):
+    if not queue.decide(db, job_id, gate, "approved", "operator"):
         existing = _decision(db, job_id, gate)
         raise OperatorError(f"job {job_id} already has a decision at the {gate} gate: {existing}")
     log.info("operator approved job=%s gate=%s", job_id, gate)
     return gate
 
 
-def cancel(db: Database, job_id: int) -> CancelOutcome:
-    """Ask the worker to cancel through approval_statuses, and stop a queued/running job now.
+def cancel(db: Database, job_id: int) -> None:
+    """Write the operator's 'cancelled' decision row, as the emergency SQL does.
 
-    A waiting job is left to the worker, which wakes it on the decision row and tells the user;
-    it is cancelled directly only if no decision row can be written (UNIQUE (job_id,
-    approval_type) allows one per gate and both gates are taken).
+    Whatever the job is doing, the next worker run acts on it and tells the user: a waiting or
+    queued job is claimed at once, and a running job's heartbeat notices within a third of its
+    lease. A second cancel is refused.
     """
     job = get_job(db, job_id)
     if job["state"] in queue.FINAL_STATES:
         raise OperatorError(f"job {job_id} is already {job['state']}")
-    decisions = {row["approval_type"]: row["status"] for row in db.run("ops_job_approvals", id=job_id)}
-    with db.transaction():
-        decision_gate = None
-        if "cancelled" not in decisions.values():
-            decision_gate = _write_cancel_decision(db, job_id, job["gate"], decisions)
-        worker_will_cancel = job["state"] == "waiting" and (
-            decision_gate is not None or "cancelled" in decisions.values()
-        )
-        cancelled_now = not worker_will_cancel and queue.cancel(
-            db, job_id, OPERATOR_CANCEL_REASON
-        )
-    log.info(
-        "operator cancelled job=%s state=%s decision_gate=%s cancelled_now=%s",
-        job_id, job["state"], decision_gate, cancelled_now,
-    )
-    return CancelOutcome(decision_gate=decision_gate, cancelled_now=cancelled_now)
-
-
-def _write_cancel_decision(
-    db: Database, job_id: int, waiting_gate: str | None, decisions: dict[str, str]
-) -> str | None:
-    """Write a 'cancelled' row at the job's own gate if free, else the first free gate."""
-    free_gates = [gate for gate in GATES if gate not in decisions]
-    if waiting_gate in free_gates:
-        free_gates.remove(waiting_gate)
-        free_gates.insert(0, waiting_gate)
-    for gate in free_gates:
-        if db.run("ops_insert_approval", id=job_id, gate=gate, status="cancelled"):
-            return gate
-    return None
+    if not queue.decide(db, job_id, OPERATOR_APPROVAL_TYPE, "cancelled", "operator"):
+        raise OperatorError(f"job {job_id} already has a cancel request; the next worker run acts on it")
+    log.info("operator cancelled job=%s state=%s", job_id, job["state"])
 
 
 def retry(db: Database, job_id: int) -> str:

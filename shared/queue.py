@@ -185,11 +185,20 @@ def fail(
 
 def cancel(db: Database, job_id: int, reason: str, token: UUID | None = None) -> bool:
     """Cancel an unfinished job; with `token`, only while that lease is held."""
-    return bool(db.run("cancel_job", id=job_id, reason=reason, token=token))
+    return bool(db.run("cancel_jobs", id=job_id, user_id=None, reason=reason, token=token))
 
 
 def cancel_user_jobs(db: Database, user_id: int, reason: str) -> list[int]:
-    return [row["id"] for row in db.run("cancel_user_jobs", user_id=user_id, reason=reason)]
+    rows = db.run("cancel_jobs", id=None, user_id=user_id, reason=reason, token=None)
+    return [row["id"] for row in rows]
+
+
+def decide(db: Database, job_id: int, approval_type: str, status: str, decided_by: str) -> bool:
+    """Write the decision row an operator's SQL would; False when one is there already."""
+    return bool(
+        db.run("insert_decision", job_id=job_id, approval_type=approval_type, status=status,
+               decided_by=decided_by)
+    )
 
 
 def save_artifact(db: Database, job: ClaimedJob, name: str, content: bytes) -> None:

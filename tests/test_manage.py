@@ -104,17 +104,26 @@ def test_approve_needs_a_gate_when_the_job_is_not_waiting(schema_env, db):
     assert "already has a decision at the storyboard gate: approved" in twice.stderr
 
 
-def test_cancel_stops_a_queued_job_at_once(schema_env, db):
+@pytest.mark.parametrize("state", ["queued", "running"])
+def test_cancel_of_an_active_job_goes_through_the_worker(schema_env, db, state):
     job_id = make_job(db, state="queued")
+    if state == "running":
+        [running] = queue.claim(db, 5, LEASE)
+    else:  # waiting out a retry's backoff: a cancel request makes it due at once
+        db.execute("UPDATE jobs SET run_at = now() + interval '10 minutes' WHERE id = :id", id=job_id)
 
     result = manage(schema_env, "cancel", str(job_id))
 
     assert result.returncode == 0, result.stderr
-    assert f"job {job_id}: cancelled" in result.stdout
-    job = job_row(db, job_id)
-    assert (job["state"], job["cancel_reason"]) == ("cancelled", ops.OPERATOR_CANCEL_REASON)
-    assert approvals(db, job_id) == [("script", "cancelled")]
-    assert queue.claim(db, 5, LEASE) == []
+    assert "cancel requested; the next worker run cancels it and tells the user" in result.stdout
+    assert approvals(db, job_id) == [("operator", "cancelled")]
+    if state == "running":
+        assert queue.extend(db, running, LEASE) is True
+    else:
+        [claimed] = queue.claim(db, 5, LEASE)
+        assert claimed.id == job_id and claimed.cancel_requested
+    again = manage(schema_env, "cancel", str(job_id))
+    assert again.returncode == 1 and "already has a cancel request" in again.stderr
 
 
 def test_cancel_of_a_waiting_job_goes_through_the_worker(schema_env, db):
@@ -123,11 +132,10 @@ def test_cancel_of_a_waiting_job_goes_through_the_worker(schema_env, db):
     result = manage(schema_env, "cancel", str(job_id))
 
     assert result.returncode == 0, result.stderr
-    assert "cancel requested; the next worker run cancels it" in result.stdout
     assert job_row(db, job_id)["state"] == "waiting"
-    assert approvals(db, job_id) == [("storyboard", "cancelled")]
+    assert approvals(db, job_id) == [("operator", "cancelled")]
     [claimed] = queue.claim(db, 5, LEASE)
-    assert (claimed.gate_decision, claimed.cancel_requested) == ("cancelled", True)
+    assert (claimed.gate_decision, claimed.cancel_requested) == (None, True)
 
 
 def test_cancel_of_a_finished_job_is_refused(schema_env, db):

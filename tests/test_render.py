@@ -14,7 +14,8 @@ from PIL import Image
 from shared.media import ffmpeg_exe, probe
 from shared.pipeline.render import RenderResult, render_video, video_bitrate_for
 from shared.pipeline.storyboard import make_storyboard
-from shared.pipeline.subtitles import FONT_FAMILY, FONTS_DIR
+from shared.media import FONTS_DIR
+from shared.pipeline.subtitles import FONT_FAMILY
 from shared.plan import ScenePlan, plan_from_text
 from shared.providers.local import LocalVisuals, LocalVoice
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -279,3 +278,21 @@ def test_operator_retry_of_a_cancelled_job_makes_its_lost_files_again(db, worker
     worker.tick()
     assert job(db, job_id)["state"] == "done"
     assert len(telegram.calls_to("sendVideo")) == 1
+
+
+def test_operator_cancel_stops_a_running_render_and_tells_the_user(db, worker_env, telegram):
+    env = child_env(worker_env, APPROVAL_GATES="", WORKER_LEASE_SECONDS="6", VIDEO_SECONDS="20")
+    job_id = enqueue(db, "A hot air balloon rises over the desert. The crew laughs. Night falls.")
+    worker = subprocess.Popen([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        telegram.wait_for("editMessageText", lambda c: "Rendering" in c.params.get("text", ""), timeout=60)
+        ops.cancel(db, job_id)
+        _, stderr = worker.communicate(timeout=60)
+    finally:
+        worker.kill()
+    assert worker.returncode == 0, stderr
+    row = job(db, job_id)
+    assert (row["state"], row["cancel_reason"]) == ("cancelled", "cancel requested")
+    assert f"❌ Job #{job_id} was cancelled." in texts_sent(telegram)
+    assert telegram.calls_to("sendVideo") == []

@@ -27,8 +27,8 @@ from typing import Any, Callable, Sequence
 import ffmpeg
 from PIL import Image
 
-from shared.media import ffmpeg_exe, probe
-from shared.pipeline.subtitles import FONTS_DIR, write_ass
+from shared.media import FONTS_DIR, ffmpeg_exe, probe
+from shared.pipeline.subtitles import write_ass
 from shared.plan import ScenePlan
 
 logger = logging.getLogger(__name__)
@@ -312,6 +312,9 @@ def run_ffmpeg(
                 if key == "out_time_us" and value.isdigit() and progress is not None:
                     progress(min(int(value) / 1_000_000 / total_seconds, 1.0))
             returncode = process.wait()
+        except BaseException:  # the job was cancelled or lost its lease mid-render: stop now
+            process.kill()
+            raise
         finally:
             watchdog.cancel()
     if returncode != 0:

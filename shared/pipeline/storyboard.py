@@ -8,9 +8,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from shared.media import FONT_PATH
+from shared.providers.local import ellipsized
+
 logger = logging.getLogger(__name__)
 
-FONT_PATH = Path(__file__).resolve().parents[1] / "assets" / "fonts" / "DejaVuSans-Bold.ttf"
 TILE_LONG_SIDE = 480
 GUTTER = 24
 BACKGROUND = (18, 18, 24)
@@ -39,14 +41,6 @@ def _tile_size(first_image: Path) -> tuple[int, int]:
         width, height = image.size
     scale = TILE_LONG_SIDE / max(width, height)
     return max(int(width * scale), 1), max(int(height * scale), 1)
-
-
-def _ellipsized(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> str:
-    if font.getlength(text) <= max_width:
-        return text
-    while text and font.getlength(text + "…") > max_width:
-        text = text[:-1]
-    return text.rstrip() + "…"
 
 
 def _draw_badge(
@@ -91,7 +85,7 @@ def make_storyboard(
         badge_y = y + tile_height - GUTTER // 2 - int(badge_font.size * 1.5)
         _draw_badge(draw, x + GUTTER // 2, badge_y, index + 1, badge_font)
         if labels:
-            text = _ellipsized(" ".join(labels[index].split()), label_font, tile_width)
+            text = ellipsized(" ".join(labels[index].split()), label_font, tile_width)
             label_y = y + tile_height + label_font.size // 2
             draw.text((x, label_y), text, font=label_font, fill=LABEL_TEXT)
     out_path = _save_within_limits(sheet, Path(out_path))

@@ -15,7 +15,6 @@ from shared.plan import Scene
 
 logger = logging.getLogger(__name__)
 
-FONTS_DIR = Path(__file__).resolve().parents[1] / "assets" / "fonts"
 FONT_FAMILY = "DejaVu Sans"  # family name inside FONTS_DIR/DejaVuSans-Bold.ttf
 CAPTION_MAX_WORDS = 4
 CAPTION_MAX_CHARS = 26

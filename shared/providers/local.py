@@ -13,11 +13,11 @@ from pathlib import Path
 import espeakng_loader
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
+from shared.media import FONT_PATH
 from shared.plan import ScenePlan, plan_from_text
 
 logger = logging.getLogger(__name__)
 
-FONT_PATH = Path(__file__).resolve().parents[1] / "assets" / "fonts" / "DejaVuSans-Bold.ttf"
 ESPEAK_VOICES = {"ru": "ru", "en": "en"}
 
 
@@ -289,7 +289,7 @@ def _fit_headline(
         size = int(size * 0.9)
 
 
-def _ellipsized(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> str:
+def ellipsized(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> str:
     if font.getlength(text) <= max_width:
         return text
     while text and font.getlength(text + "…") > max_width:
@@ -336,7 +336,7 @@ def _draw_header(
     font = _font(max(int(layout.unit * 0.035), 12))
     counter_width = font.getlength(counter)
     pad = font.size * 0.6
-    title = _ellipsized(title.upper(), font, layout.text_width - counter_width - 3 * pad)
+    title = ellipsized(title.upper(), font, layout.text_width - counter_width - 3 * pad)
     top = layout.margin_y
     draw.text((layout.margin_x, top), title, font=font, fill=(255, 255, 255, 215))
     pill_right = layout.width - layout.margin_x

@@ -74,21 +74,6 @@ SELECT EXISTS (SELECT 1 FROM approval_statuses a
                WHERE r.job_id = :job_id::bigint AND r.gate = :gate::text
                  AND r.consumed_at IS NULL) AS revision_pending;
 
--- name: insert_decision
--- The user's approve/cancel at an open gate; the first decision wins. Expires with the gate.
-WITH decided AS (
-    INSERT INTO approval_statuses (job_id, approval_type, status, expires_at)
-    SELECT id::text, :gate::text, :status::text, gate_deadline
-    FROM jobs WHERE id = :job_id::bigint AND gate_deadline IS NOT NULL
-    ON CONFLICT (job_id, approval_type) DO NOTHING
-    RETURNING id
-), event AS (
-    INSERT INTO job_events (job_id, event, step, detail)
-    SELECT j.id, 'gate_' || :status::text, j.step, :gate::text
-    FROM jobs j WHERE j.id = :job_id::bigint AND EXISTS (SELECT 1 FROM decided)
-)
-SELECT id FROM decided;
-
 -- name: insert_revision
 -- Regenerate, or an edited script (:text), at an open gate; one pending revision per gate.
 WITH revised AS (

@@ -35,23 +35,6 @@ FROM deliveries WHERE job_id = :id::bigint;
 SELECT at, event, step, attempt, detail
 FROM job_events WHERE job_id = :id::bigint ORDER BY id;
 
--- name: ops_insert_approval
--- An operator's decision, shaped exactly like the emergency SQL: the row expires with the gate
--- deadline when the job waits at this gate, else in a day. No row back: the gate has one already.
-WITH decided AS (
-    INSERT INTO approval_statuses (job_id, approval_type, status, expires_at)
-    SELECT id::text, :gate::text, :status::text,
-           CASE WHEN gate = :gate::text THEN gate_deadline ELSE now() + interval '1 day' END
-    FROM jobs WHERE id = :id::bigint
-    ON CONFLICT (job_id, approval_type) DO NOTHING
-    RETURNING id
-), event AS (
-    INSERT INTO job_events (job_id, event, step, detail)
-    SELECT j.id, 'operator_' || :status::text, j.step, :gate::text
-    FROM jobs j WHERE j.id = :id::bigint AND EXISTS (SELECT 1 FROM decided)
-)
-SELECT id FROM decided;
-
 -- name: ops_retry_job
 -- Requeue a failed or cancelled job at the step where it stopped. Its 'cancelled' decision rows
 -- go, or the next claim would cancel it again at once.

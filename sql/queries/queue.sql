@@ -15,8 +15,9 @@ SELECT id, false AS created FROM jobs
 WHERE idempotency_key = :idempotency_key AND NOT EXISTS (SELECT 1 FROM inserted);
 
 -- name: claim_jobs
--- Take up to :n runnable jobs: queued and due, running with an expired lease (the worker died),
--- or waiting at a gate that has a decision, a pending revision, or a passed deadline.
+-- Take up to :n runnable jobs: queued and due (or asked to cancel), running with an expired
+-- lease (the worker died), or waiting at a gate that has a decision, a pending revision, or a
+-- passed deadline.
 -- A gate wake-up starts the next step afresh (attempts = 1); any other claim counts an attempt.
 WITH candidates AS (
     SELECT j.id, j.state AS prev_state, j.gate AS prev_gate,
@@ -25,6 +26,8 @@ WITH candidates AS (
     WHERE j.state IN ('queued', 'running', 'waiting')
       AND CASE j.state
             WHEN 'queued' THEN j.run_at <= now()
+                 OR EXISTS (SELECT 1 FROM approval_statuses a
+                            WHERE a.job_id = j.id::text AND a.status = 'cancelled')
             WHEN 'running' THEN j.lease_expires_at <= now()
             ELSE j.gate_deadline <= now()
                  OR EXISTS (SELECT 1 FROM approval_statuses a
@@ -135,15 +138,17 @@ WITH failed AS (
 )
 SELECT id, state, run_at FROM failed;
 
--- name: cancel_job
--- Cancel an unfinished job. With :token, only if this worker still holds the lease; without
--- one (the user, an operator), whatever state it is in: a worker running it loses its lease.
+-- name: cancel_jobs
+-- Cancel unfinished jobs: job :id, or all of user :user_id's (they blocked the bot, or sent
+-- /cancel). With :token, only while this worker holds the lease; without one (the user, an
+-- operator), whatever state the job is in: a worker running it loses its lease and stops.
 WITH cancelled AS (
     UPDATE jobs
     SET state = 'cancelled', cancel_reason = :reason, lease_token = NULL,
         lease_expires_at = NULL, gate = NULL, gate_deadline = NULL,
         finished_at = now(), updated_at = now()
-    WHERE id = :id AND state IN ('queued', 'running', 'waiting')
+    WHERE (id = :id::bigint OR user_id = :user_id::bigint)
+      AND state IN ('queued', 'running', 'waiting')
       AND (:token::uuid IS NULL OR (lease_token = :token::uuid AND state = 'running'))
     RETURNING id, step, attempts
 ), event AS (
@@ -153,6 +158,24 @@ WITH cancelled AS (
     DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM cancelled)
 )
 SELECT id FROM cancelled;
+
+-- name: insert_decision
+-- A decision row exactly as an operator's emergency INSERT writes it, by the user's button or
+-- the operator's CLI (:decided_by). It expires with the gate's deadline when the job waits at
+-- this gate, else in a day. No row back: that (job, approval_type) is decided already.
+WITH decided AS (
+    INSERT INTO approval_statuses (job_id, approval_type, status, expires_at)
+    SELECT id::text, :approval_type::text, :status::text,
+           CASE WHEN gate = :approval_type::text THEN gate_deadline ELSE now() + interval '1 day' END
+    FROM jobs WHERE id = :job_id::bigint
+    ON CONFLICT (job_id, approval_type) DO NOTHING
+    RETURNING id
+), event AS (
+    INSERT INTO job_events (job_id, event, step, detail)
+    SELECT j.id, :decided_by::text || '_' || :status::text, j.step, :approval_type::text
+    FROM jobs j WHERE j.id = :job_id::bigint AND EXISTS (SELECT 1 FROM decided)
+)
+SELECT id FROM decided;
 
 -- name: record_event
 INSERT INTO job_events (job_id, event, step, attempt, detail)
@@ -200,23 +223,6 @@ RETURNING job_id;
 
 -- name: delivery_state
 SELECT state, telegram_message_id FROM deliveries WHERE job_id = :id;
-
--- name: cancel_user_jobs
--- The user blocked the bot (or asked to stop everything): cancel all of their unfinished jobs.
-WITH cancelled AS (
-    UPDATE jobs
-    SET state = 'cancelled', cancel_reason = :reason, lease_token = NULL,
-        lease_expires_at = NULL, gate = NULL, gate_deadline = NULL,
-        finished_at = now(), updated_at = now()
-    WHERE user_id = :user_id AND state IN ('queued', 'running', 'waiting')
-    RETURNING id, step, attempts
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt, detail)
-    SELECT id, 'cancelled', step, attempts, :reason FROM cancelled
-), artifacts AS (
-    DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM cancelled)
-)
-SELECT id FROM cancelled;
 
 -- name: block_chat
 INSERT INTO blocked_chats (chat_id) VALUES (:chat_id) ON CONFLICT (chat_id) DO NOTHING;
