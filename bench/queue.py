@@ -78,8 +78,9 @@ def burn_down(settings: Settings, workers: int) -> float:
     return JOBS / elapsed
 
 
-def ceiling(settings: Settings) -> float:
-    """A plain prepared pg8000 loop: one INSERT and one UPDATE per job, the same row shape."""
+def ceiling(settings: Settings) -> tuple[float, float]:
+    """A plain prepared pg8000 loop: one INSERT and one UPDATE per job, the same row shape;
+    and the UPDATE alone per job, comparable to draining jobs that were enqueued beforehand."""
     database = dbmod.connect(settings, "bench")
     database.execute("TRUNCATE jobs CASCADE")
     insert = database.conn.prepare(
@@ -89,12 +90,19 @@ def ceiling(settings: Settings) -> float:
         "UPDATE jobs SET state = 'done', finished_at = now() WHERE id = :id"
     )
     started = time.perf_counter()
+    ids = []
     for n in range(JOBS):
         [[job_id]] = insert.run(n=n)
         update.run(id=job_id)
+        ids.append(job_id)
     elapsed = time.perf_counter() - started
+    finish_again = database.conn.prepare("UPDATE jobs SET finished_at = now() WHERE id = :id")
+    started = time.perf_counter()
+    for job_id in ids:
+        finish_again.run(id=job_id)
+    update_only = time.perf_counter() - started
     database.close()
-    return JOBS / elapsed
+    return JOBS / elapsed, JOBS / update_only
 
 
 def claim_ms(settings: Settings, finished_rows: int) -> float:
@@ -125,8 +133,9 @@ def main() -> None:
         for workers in (1, 2, 4):
             jobs_per_s[str(workers)] = round(burn_down(settings, workers))
             print(f"burn-down {JOBS} jobs, {workers} worker(s): {jobs_per_s[str(workers)]} jobs/s")
-        ceiling_per_s = round(ceiling(settings))
+        ceiling_per_s, update_only_per_s = (round(rate) for rate in ceiling(settings))
         print(f"ceiling (plain pg8000 INSERT+UPDATE loop, 1 connection): {ceiling_per_s} jobs/s")
+        print(f"ceiling (plain pg8000 UPDATE loop, 1 connection): {update_only_per_s} jobs/s")
         claim_10k = claim_ms(settings, 10_000)
         claim_100k = claim_ms(settings, 100_000)
         print(f"claim: {claim_10k:.3f} ms with 10k finished rows, {claim_100k:.3f} ms with 100k")
@@ -137,6 +146,8 @@ def main() -> None:
         "jobs_per_s": jobs_per_s,
         "ceiling_per_s": ceiling_per_s,
         "ratio_4w": round(jobs_per_s["4"] / ceiling_per_s, 2),
+        "ceiling_update_only_per_s": update_only_per_s,
+        "ratio_4w_update_only": round(jobs_per_s["4"] / update_only_per_s, 2),
         "claim_ms_10k_done": round(claim_10k, 3),
         "claim_ms_100k_done": round(claim_100k, 3),
         "claim_ratio_100k_10k": round(claim_100k / claim_10k, 2),
