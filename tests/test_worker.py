@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from functions.worker.main import run_tick, start
+from functions.worker.main import run_tick, start, warn_if_database_is_large
 from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
@@ -296,3 +296,10 @@ def test_operator_cancel_stops_a_running_render_and_tells_the_user(db, worker_en
     assert (row["state"], row["cancel_reason"]) == ("cancelled", "cancel requested")
     assert f"❌ Job #{job_id} was cancelled." in texts_sent(telegram)
     assert telegram.calls_to("sendVideo") == []
+
+
+def test_worker_warns_when_the_database_grows_past_the_limit(db, worker_env, caplog):
+    warn_if_database_is_large(load_settings(dict(worker_env, DB_SIZE_WARN_MB="100000")), db)
+    assert "database is large" not in caplog.text
+    warn_if_database_is_large(load_settings(dict(worker_env, DB_SIZE_WARN_MB="1")), db)
+    assert "database is large" in caplog.text and "limit_mb=1" in caplog.text
