@@ -22,30 +22,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 from urllib.parse import urlsplit
 
 import pg8000.native
 
 from shared import db as dbmod
-from shared import bot, ops, queue
+from shared import ops, queue
 from shared.config import GATES, VIDEO_FORMATS, ConfigError, Settings, load_settings
 from shared.errors import PermanentError, TransientError
 from shared.logs import setup_logging
 from shared.migrate import migrate
-from shared.providers import Providers
 from shared.telegram import TelegramClient, TelegramError
 from shared.texts import LANGUAGES
+
+if TYPE_CHECKING:
+    from shared.polling import UpdatePoller, WorkerThread
 
 log = logging.getLogger("manage")
 
 UNDEFINED_TABLE = "42P01"
-POLL_TIMEOUT_SECONDS = 25
-DATABASE_ERRORS = (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError)
 
 
 class Unavailable(Exception):
@@ -277,6 +275,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_poll(args: argparse.Namespace, ctx: Context) -> int:
     from functions.worker.main import run_tick, start
+    from shared.polling import UpdatePoller, WorkerThread
 
     telegram = ctx.telegram()
     webhook_url = telegram.get_webhook_info().get("url")
@@ -304,7 +303,7 @@ def cmd_poll(args: argparse.Namespace, ctx: Context) -> int:
         poller.close()
 
 
-def _poll_until_interrupted(poller: UpdatePoller, worker: WorkerThread) -> None:
+def _poll_until_interrupted(poller: "UpdatePoller", worker: "WorkerThread") -> None:
     worker.start()
     print("polling Telegram for updates, worker running; Ctrl-C stops")
     try:
@@ -317,125 +316,6 @@ def _poll_until_interrupted(poller: UpdatePoller, worker: WorkerThread) -> None:
             worker.stop()
         except KeyboardInterrupt:
             print("stopped without waiting for the worker")
-
-
-class UpdatePoller:
-    """getUpdates in a loop, each update handled by `shared.bot.handle_update` as the webhook
-    handles it. The offset moves past an update only once it is recorded, so an update whose
-    transaction failed is fetched again (and a recorded one handled twice changes nothing)."""
-
-    def __init__(self, settings: Settings, telegram: TelegramClient) -> None:
-        self._settings = settings
-        self._telegram = telegram
-        self._database: dbmod.Database | None = None
-        self._offset: int | None = None
-
-    def drain(self) -> int:
-        """Handle every pending update without waiting for new ones; return how many."""
-        handled = 0
-        while count := self.poll(timeout=0):
-            handled += count
-        return handled
-
-    def run_forever(self) -> None:
-        """Long-poll until interrupted; database and network trouble is waited out."""
-        while True:
-            try:
-                self.poll(timeout=POLL_TIMEOUT_SECONDS)
-            except (TransientError, *DATABASE_ERRORS) as exc:
-                log.warning("poll failed error=%s retry_in_s=%s: %s", type(exc).__name__,
-                            self._settings.worker_poll_seconds, exc)
-                self.close()
-                time.sleep(self._settings.worker_poll_seconds)
-
-    def poll(self, timeout: int) -> int:
-        updates = self._telegram.get_updates(
-            self._offset, timeout=timeout, allowed_updates=list(ops.WEBHOOK_UPDATES)
-        )
-        for update in updates:
-            self._handle(update)
-        return len(updates)
-
-    def close(self) -> None:
-        if self._database is not None:
-            self._database.close()
-            self._database = None
-
-    def _handle(self, update: Any) -> None:
-        update_id = bot.update_id_of(update)
-        if update_id is None:
-            log.warning("update skipped reason=no_update_id")
-            return
-        if self._database is None:
-            self._database = dbmod.connect(self._settings, "ai_video_bot-poll")
-        reply = bot.handle_update(self._database, self._settings, update)
-        self._offset = update_id + 1
-        self._perform(reply, update_id)
-
-    def _perform(self, reply: bot.Reply, update_id: int) -> None:
-        """The calls the webhook leaves to Telegram and makes after its response: the reply
-        body, then the edit of the gate message after a decisive press. Failures are logged."""
-        try:
-            if reply.body is not None:
-                params = dict(reply.body)
-                self._telegram.call(params.pop("method"), **params)
-            if reply.edit is not None:
-                edit = reply.edit
-                if edit.is_caption:
-                    self._telegram.edit_message_caption(edit.chat_id, edit.message_id, edit.text)
-                else:
-                    self._telegram.edit_message_text(edit.chat_id, edit.message_id, edit.text)
-        except (PermanentError, TransientError) as exc:
-            log.warning("reply not sent update_id=%s error=%s", update_id, exc)
-
-
-class WorkerThread:
-    """The worker beside the poller: `run_tick` (passed in, as the worker is imported lazily)
-    every WORKER_POLL_SECONDS on its own connection, reconnecting after a failed tick."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        database: dbmod.Database,
-        telegram: TelegramClient,
-        providers: Providers,
-        run_tick: Callable[[Settings, dbmod.Database, TelegramClient, Providers], int],
-    ) -> None:
-        self._settings = settings
-        self._database: dbmod.Database | None = database
-        self._telegram = telegram
-        self._providers = providers
-        self._run_tick = run_tick
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="worker", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._tick()
-            self._stop.wait(self._settings.worker_poll_seconds)
-        if self._database is not None:
-            self._database.close()
-
-    def _tick(self) -> None:
-        try:
-            if self._database is None:
-                self._database = dbmod.connect(self._settings, "ai_video_bot-worker")
-            ran = self._run_tick(self._settings, self._database, self._telegram, self._providers)
-        except Exception:
-            log.exception("worker tick failed; reconnecting")
-            if self._database is not None:
-                self._database.close()
-            self._database = None
-            return
-        if ran:
-            log.info("worker tick done jobs=%s", ran)
 
 
 # ---- wiring -------------------------------------------------------------------------------------

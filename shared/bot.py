@@ -22,7 +22,7 @@ from shared import queue
 from shared.buttons import GatePress, parse_callback_data
 from shared.config import Settings
 from shared.db import Database
-from shared.telegram import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, fit_text
+from shared.telegram import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramClient, fit_text
 from shared.texts import language_for, step_name, t
 
 log = logging.getLogger(__name__)
@@ -364,6 +364,14 @@ def _decision_edit(message: dict[str, Any], chat_id: int, message_id: int, decis
     budget = limit - len(decision.encode("utf-16-le")) // 2 - 2
     text = f"{fit_text(_clean(original), budget)}\n\n{decision}" if original.strip() else decision
     return MessageEdit(chat_id=chat_id, message_id=message_id, text=text, is_caption=is_caption)
+
+
+def perform_edit(telegram: TelegramClient, edit: MessageEdit) -> None:
+    """Make a decisive press's follow-up edit, after the commit (the webhook and `poll`)."""
+    if edit.is_caption:
+        telegram.edit_message_caption(edit.chat_id, edit.message_id, edit.text)
+    else:
+        telegram.edit_message_text(edit.chat_id, edit.message_id, edit.text)
 
 
 # --- Chat membership ---

@@ -195,10 +195,7 @@ def _apply_edit(edit: bot.MessageEdit, update_id: int) -> None:
         log.warning("gate message not edited update_id=%s reason=no_bot_token", update_id)
         return
     try:
-        if edit.is_caption:
-            client.edit_message_caption(edit.chat_id, edit.message_id, edit.text)
-        else:
-            client.edit_message_text(edit.chat_id, edit.message_id, edit.text)
+        bot.perform_edit(client, edit)
     except (PermanentError, TransientError) as exc:
         log.warning("gate message not edited update_id=%s chat=%s error=%s", update_id, edit.chat_id, exc)
 
