@@ -252,7 +252,7 @@ def cmd_webhook_info(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
-    from shared import demo
+    from localapi import demo
 
     options = demo.DemoOptions(
         description=args.description,
