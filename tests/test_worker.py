@@ -303,3 +303,21 @@ def test_worker_warns_when_the_database_grows_past_the_limit(db, worker_env, cap
     assert "database is large" not in caplog.text
     warn_if_database_is_large(load_settings(dict(worker_env, DB_SIZE_WARN_MB="1")), db)
     assert "database is large" in caplog.text and "limit_mb=1" in caplog.text
+
+
+@pytest.mark.parametrize(("earlier_run", "state", "notice"), [
+    ("sent", "done", "✅ Done"),
+    ("sending", "failed", "⚠️ Could not send the video. Send the description again to retry."),
+])
+def test_a_delivery_an_earlier_run_started_is_never_sent_again(db, worker_env, telegram,
+                                                               earlier_run, state, notice):
+    worker = Worker(dict(worker_env, APPROVAL_GATES="storyboard"))
+    job_id = enqueue(db, "A kite flies over the beach. The wind turns. It lands softly.")
+    worker.tick()
+    db.execute("INSERT INTO deliveries (job_id, state) VALUES (:j, :s)", j=job_id, s=earlier_run)
+    decide(db, job_id, "storyboard")
+    worker.tick()
+    assert job(db, job_id)["state"] == state
+    assert telegram.calls_to("sendVideo") == []
+    shown = texts_sent(telegram) + [c.params.get("text") for c in telegram.calls_to("editMessageText")]
+    assert notice in shown
