@@ -20,7 +20,8 @@ def runbook_statements() -> dict[str, list[str]]:
 
 def paste(db, statement: str, job_id: int) -> list:
     """Run a runbook statement on the test's schema and job, as an operator would in psql."""
-    return db.execute(statement.replace("ai_video_bot.", f"{db.schema}.").replace("42", str(job_id)))
+    with_job = re.sub(r"\b42\b", str(job_id), statement)
+    return db.execute(with_job.replace("ai_video_bot.", f"{db.schema}."))
 
 
 def statements(starting: str) -> list[str]:
