@@ -237,7 +237,7 @@ def test_worker_without_configuration_or_database_exits_with_a_clear_message(sch
 
 
 def test_worker_killed_during_render_delivers_exactly_once(db, worker_env, telegram):
-    env = child_env(worker_env, APPROVAL_GATES="", WORKER_LEASE_SECONDS="6", VIDEO_SECONDS="20")
+    env = child_env(worker_env, APPROVAL_GATES="", WORKER_LEASE_SECONDS="9", VIDEO_SECONDS="20")
     job_id = enqueue(db, "A long train crosses a snowy valley. Children wave. The sun sets.")
     first = subprocess.Popen([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
