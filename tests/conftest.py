@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from shared import db as dbmod
 from shared.config import Settings, load_settings
 from shared.migrate import migrate
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# Examples hit real PostgreSQL and HTTP: a per-example deadline would only measure the machine's load.
+hypothesis_settings.register_profile("real-services", deadline=None)
+hypothesis_settings.load_profile("real-services")
 
 
 @pytest.fixture(scope="session")
