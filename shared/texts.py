@@ -190,8 +190,10 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "failed_script": {"ru": "написать сценарий", "en": "write the script"},
     "failed_storyboard": {"ru": "подготовить раскадровку", "en": "prepare the storyboard"},
-    "failed_images": {"ru": "нарисовать сцены", "en": "draw the scenes"},
-    "failed_voice": {"ru": "записать озвучку", "en": "record the voice-over"},
+    "failed_media": {
+        "ru": "записать озвучку и нарисовать сцены",
+        "en": "record the voice-over and draw the scenes",
+    },
     "failed_render": {"ru": "смонтировать видео", "en": "render the video"},
     "failed_deliver": {"ru": "отправить видео", "en": "send the video"},
     "failed_other": {"ru": "сделать видео", "en": "make the video"},

@@ -15,7 +15,7 @@ from shared.texts import failure_notice, t
 
 log = logging.getLogger(__name__)
 
-FAILURE_STEP_NAMES = {"review_script": "script", "review_storyboard": "storyboard", "media": "images"}
+FAILURE_STEP_NAMES = {"review_script": "script", "review_storyboard": "storyboard"}
 
 
 def run_job(ctx: JobContext) -> None:
