@@ -46,7 +46,6 @@ BAR_CELLS = 10
 CONTINUATION_INDENT = " " * 8
 EDIT_WAIT_SECONDS = 3.0
 HEALTH_TIMEOUT_SECONDS = 60.0
-USER_MESSAGE_IDS_FROM = 1_000_000
 ANSWER_ACTIONS = {"": "approve", "y": "approve", "yes": "approve", "r": "regenerate",
            "regenerate": "regenerate", "c": "cancel", "cancel": "cancel"}
 
@@ -286,52 +285,13 @@ def _load_webhook_app() -> Any:
 # ---- the demo ----------------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(frozen=True)
 class DemoUser:
-    """The demo's Telegram user: new on every run, so the per-user job limits never get in
-    the way, with update ids above any a real bot has seen (microseconds since the epoch), so
-    updates an earlier demo recorded in the same schema are never taken for redeliveries."""
+    """The demo's Telegram user: new on every run, so the per-user job limits of earlier demos
+    in the same schema never get in the way."""
 
     language: str
     user_id: int = field(default_factory=lambda: random.randint(10**9, 2**31 - 1))
-    next_update_id: int = field(default_factory=lambda: time.time_ns() // 1000)
-    next_message_id: int = USER_MESSAGE_IDS_FROM
-
-    @property
-    def telegram_user(self) -> dict[str, Any]:
-        return {"id": self.user_id, "is_bot": False, "first_name": "Demo",
-                "language_code": self.language}
-
-    def message_update(self, text: str) -> dict[str, Any]:
-        """A private-chat text message as Telegram delivers it (a /command gets its entity)."""
-        message: dict[str, Any] = {
-            "message_id": self.next_message_id,
-            "from": self.telegram_user,
-            "chat": {"id": self.user_id, "type": "private", "first_name": "Demo"},
-            "date": int(time.time()),
-            "text": text,
-        }
-        if text.startswith("/"):
-            message["entities"] = [
-                {"type": "bot_command", "offset": 0, "length": len(text.split(maxsplit=1)[0])}
-            ]
-        self.next_message_id += 1
-        return self._update("message", message)
-
-    def press_update(self, message: dict[str, Any], data: str) -> dict[str, Any]:
-        """A press of the button carrying `data` under the bot's `message`."""
-        return self._update("callback_query", {
-            "id": f"demo-{self.next_update_id}",
-            "from": self.telegram_user,
-            "message": message,
-            "chat_instance": str(self.user_id),
-            "data": data,
-        })
-
-    def _update(self, kind: str, content: dict[str, Any]) -> dict[str, Any]:
-        update = {"update_id": self.next_update_id, kind: content}
-        self.next_update_id += 1
-        return update
 
 
 @dataclass
@@ -362,7 +322,8 @@ class Demo:
     def send(self, text: str) -> None:
         """The user writes `text`; it reaches the webhook as an update, like on Telegram."""
         self._printer.say(_indented(f"👤 you: {text}"))
-        self._server.push_update(self._user.message_update(text))
+        self._server.push_message(self._user.user_id, text, first_name="Demo",
+                                  language_code=self._user.language)
         self._check_delivered()
 
     def _check_delivered(self) -> None:
@@ -396,7 +357,8 @@ class Demo:
         button = _button_for(message, action)
         self._pressed_messages.add(message_id)
         self._printer.say(f"👤 you: pressed [{button['text']}]")
-        self._server.push_update(self._user.press_update(message, button["callback_data"]))
+        self._server.push_callback_query(self._user.user_id, message_id, button["callback_data"],
+                                         language_code=self._user.language)
         self._check_delivered()
         self._wait_for_decision_edit(message_id, "photo" in message)
 
@@ -492,7 +454,9 @@ def run(options: DemoOptions) -> int:
     """Run the demo end to end; 0 when a video was delivered, 1 otherwise."""
     _quiet_logs(options.verbose)
     printer = ChatPrinter(sys.stdout)
-    with TelegramServer() as telegram_server:
+    # Update ids above any an earlier demo recorded in this schema (microseconds since the
+    # epoch), so that none is taken for a redelivery.
+    with TelegramServer(first_update_id=time.time_ns() // 1000) as telegram_server:
         _configure(options, telegram_server)
         telegram_server.on_call(printer.on_call)
         settings = load_settings()

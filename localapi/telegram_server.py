@@ -131,6 +131,7 @@ class TelegramServer(LocalServer):
         host: str = "127.0.0.1",
         port: int = 0,
         upload_limit_bytes: int = UPLOAD_LIMIT_BYTES,
+        first_update_id: int = 1,
     ) -> None:
         super().__init__(host, port)
         self.token = token
@@ -153,7 +154,7 @@ class TelegramServer(LocalServer):
         self._files: dict[str, UploadedFile] = {}
         self._file_numbers = itertools.count(1)
         self._updates: list[dict[str, Any]] = []
-        self._next_update_id = 1
+        self._next_update_id = first_update_id
         self._webhook: _Webhook | None = None
         self._observers: list[Callable[[RecordedCall], None]] = []
         self._methods: dict[str, tuple[str, Callable[..., Any]]] = {
@@ -263,11 +264,12 @@ class TelegramServer(LocalServer):
         return update
 
     def push_message(
-        self, chat_id: int, text: str, *, user_id: int | None = None, first_name: str = "Tester"
+        self, chat_id: int, text: str, *, user_id: int | None = None, first_name: str = "Tester",
+        language_code: str = "en",
     ) -> dict[str, Any]:
         """Queue a user's text message in a private chat (a /command gets its entity)."""
         user = {"id": user_id or chat_id, "is_bot": False, "first_name": first_name,
-                "language_code": "en"}
+                "language_code": language_code}
         with self._lock:
             message = self._new_message(chat_id, {"from": user, "text": text})
         if text.startswith("/"):
@@ -276,13 +278,15 @@ class TelegramServer(LocalServer):
         return self.push_update({"message": message})
 
     def push_callback_query(
-        self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None
+        self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None,
+        language_code: str = "en",
     ) -> dict[str, Any]:
         """Queue a press of an inline button with `data` under the bot's message."""
         with self._lock:
             message = copy.deepcopy(self._messages[(chat_id, message_id)])
             query_id = f"cbq-{next(self._file_numbers)}"
-        user = {"id": user_id or chat_id, "is_bot": False, "first_name": "Tester"}
+        user = {"id": user_id or chat_id, "is_bot": False, "first_name": "Tester",
+                "language_code": language_code}
         return self.push_update({"callback_query": {
             "id": query_id, "from": user, "message": message,
             "chat_instance": str(chat_id), "data": data,

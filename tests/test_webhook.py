@@ -292,9 +292,9 @@ def test_conversation_over_http_with_gunicorn(serve: Any, telegram: TelegramServ
     park_at_gate(db, "script", gate_message["message_id"])
     telegram.push_callback_query(USER_ID, gate_message["message_id"], callback_data(1, "script", "approve"))
     answer = telegram.wait_for("answerCallbackQuery")
-    assert answer.params["text"] == "✅ Одобрено — работаю дальше"  # the press has no language_code
+    assert answer.params["text"] == "✅ Approved — working on it"
     edit = telegram.wait_for("editMessageText")
-    assert edit.status == 200 and edit.params["text"] == "📝 Script\n\n✅ Одобрено"
+    assert edit.status == 200 and edit.params["text"] == "📝 Script\n\n✅ Approved"
     assert "reply_markup" not in telegram.message(USER_ID, gate_message["message_id"])
     assert db.execute("SELECT job_id, approval_type, status FROM approval_statuses") == [["1", "script", "approved"]]
 
