@@ -156,15 +156,15 @@ class Database:
         return self.conn.run(text, **params)
 
     @contextmanager
-    def transaction(self) -> Iterator["Database"]:
-        """Everything inside commits together, or not at all."""
+    def transaction(self, *, dry_run: bool = False) -> Iterator["Database"]:
+        """Everything inside commits together, or not at all; a dry run always rolls back."""
         self.conn.run("START TRANSACTION")
         try:
             yield self
         except BaseException:
             self.conn.run("ROLLBACK")
             raise
-        self.conn.run("COMMIT")
+        self.conn.run("ROLLBACK" if dry_run else "COMMIT")
 
     def close(self) -> None:
         try:

@@ -170,11 +170,12 @@ def stats(db: Database) -> Stats:
 
 
 def prune(db: Database, older_than_days: int, dry_run: bool = False) -> PruneCounts:
-    """Delete finished jobs and update records older than the given days (or only count them)."""
+    """Delete finished jobs and update records older than the given days; a dry run counts
+    what the same statement deletes, then rolls it back."""
     if older_than_days < 1:
         raise OperatorError("--older-than must be at least 1 day")
-    row = db.run("ops_prune_count" if dry_run else "ops_prune", days=older_than_days)[0]
-    counts = PruneCounts(**row)
+    with db.transaction(dry_run=dry_run):
+        counts = PruneCounts(**db.run("ops_prune", days=older_than_days)[0])
     log.info("prune days=%s dry_run=%s %s", older_than_days, dry_run, _key_values(counts))
     return counts
 

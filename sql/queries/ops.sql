@@ -78,20 +78,6 @@ ORDER BY bytes DESC, table_name;
 -- name: ops_database_size
 SELECT pg_database_size(current_database()) AS bytes;
 
--- name: ops_prune_count
--- What ops_prune would delete, without deleting it (--dry-run).
-WITH doomed AS (
-    SELECT id FROM jobs
-    WHERE state IN ('done', 'failed', 'cancelled')
-      AND finished_at < now() - make_interval(days => :days::integer)
-)
-SELECT (SELECT count(*) FROM doomed) AS jobs,
-       (SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM doomed)) AS job_events,
-       (SELECT count(*) FROM approval_statuses
-        WHERE job_id IN (SELECT id::text FROM doomed)) AS approval_statuses,
-       (SELECT count(*) FROM telegram_updates
-        WHERE received_at < now() - make_interval(days => :days::integer)) AS telegram_updates;
-
 -- name: ops_prune
 -- Delete finished jobs (their events, artifacts, deliveries and revisions go by ON DELETE
 -- CASCADE), their decision rows, and old update-dedup records; return what went.
