@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -55,13 +54,6 @@ class ScenePlan:
         if any(not s.narration or s.duration <= 0 for s in plan.scenes):
             raise ValueError("every scene needs narration and a positive duration")
         return plan
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False)
-
-    @classmethod
-    def from_json(cls, text: str) -> "ScenePlan":
-        return cls.from_dict(json.loads(text))
 
 
 # --- Building a plan from plain text (the local script provider and edited scripts) ---

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -40,7 +42,7 @@ def assert_valid_plan(plan: ScenePlan, seconds: int) -> None:
         assert len(scene.on_screen_text.split()) <= 6
         assert scene.visual_prompt.strip()
         assert scene.duration > 0
-    assert ScenePlan.from_json(plan.to_json()) == plan
+    assert ScenePlan.from_dict(json.loads(json.dumps(plan.to_dict()))) == plan
 
 
 @settings(max_examples=150, deadline=None)

@@ -177,10 +177,6 @@ WITH decided AS (
 )
 SELECT id FROM decided;
 
--- name: record_event
-INSERT INTO job_events (job_id, event, step, attempt, detail)
-VALUES (:id, :event, :step, :attempt, :detail);
-
 -- name: save_artifact
 -- Fenced: a worker that lost its lease cannot overwrite the new owner's files.
 INSERT INTO job_artifacts (job_id, name, content)
