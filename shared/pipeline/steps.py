@@ -35,14 +35,24 @@ def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"videobot-job{ctx.job.id}-{ctx.job.step}-")
 
 
-def _rewind_if_missing(ctx: JobContext, prefix: str, count: int, step: str) -> bool:
+def _rewind_if_missing(ctx: JobContext, files: dict[str, bytes], count: int, step: str) -> bool:
     """Files of an earlier step are gone (a cancelled job retried by an operator): go back and
     make them again rather than fail. True when the job was sent back to `step`."""
-    if len(queue.load_artifacts(ctx.db, ctx.job.id, prefix)) >= count:
+    if len(files) >= count:
         return False
-    log.warning("files missing job=%s step=%s prefix=%s rewind_to=%s", ctx.job.id, ctx.job.step, prefix, step)
-    ctx.checkpoint({"rewound_to": step, "missing": prefix}, step)
+    log.warning("files missing job=%s step=%s found=%s rewind_to=%s", ctx.job.id, ctx.job.step, len(files), step)
+    ctx.checkpoint({"rewound_to": step, "files_found": len(files)}, step)
     return True
+
+
+def _write_files(files: dict[str, bytes], directory: Path) -> list[Path]:
+    """Artifacts as files in `directory`, in name order."""
+    paths = []
+    for name, content in sorted(files.items()):
+        path = directory / name.replace("/", "-")
+        path.write_bytes(content)
+        paths.append(path)
+    return paths
 
 
 def _plan(ctx: JobContext) -> ScenePlan:
@@ -76,7 +86,8 @@ def step_review(ctx: JobContext) -> bool:
         ctx.checkpoint({"approved": "gate off"}, STEP_AFTER_GATE[gate])
         return False
     plan = _plan(ctx)
-    if gate == "storyboard" and _rewind_if_missing(ctx, "image/", len(plan.scenes), "media"):
+    stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/") if gate == "storyboard" else {}
+    if gate == "storyboard" and _rewind_if_missing(ctx, stills, len(plan.scenes), "media"):
         return False
     keyboard = gate_keyboard(ctx.job.id, gate, ctx.language)
     if gate == "script":
@@ -84,7 +95,7 @@ def step_review(ctx: JobContext) -> bool:
         message = ctx.telegram.send_message(ctx.job.chat_id, text, reply_markup=keyboard)
     else:
         with _work_dir(ctx) as tmp:
-            images = _write_artifacts(ctx, "image/", Path(tmp))
+            images = _write_files(stills, Path(tmp))
             sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg")
             caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
             message = ctx.telegram.send_photo(
@@ -103,7 +114,7 @@ def step_media(ctx: JobContext) -> bool:
     regeneration draws new stills for the same voices."""
     plan = _plan(ctx)
     variant = _revision(ctx, "storyboard").get("count", 0)
-    made = set(queue.load_artifacts(ctx.db, ctx.job.id, "voice/"))
+    made = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
     durations: list[float] = []
     with _work_dir(ctx) as tmp:
         work = Path(tmp)
@@ -112,7 +123,7 @@ def step_media(ctx: JobContext) -> bool:
             name = f"voice/{index:02d}.wav"
             path = work / f"voice-{index:02d}.wav"
             if name in made:
-                path.write_bytes(queue.load_artifacts(ctx.db, ctx.job.id, name)[name])
+                path.write_bytes(made[name])
                 durations.append(audio_duration(path))
                 continue
             durations.append(ctx.providers.voice.speak(scene.narration, ctx.language, path))
@@ -128,19 +139,12 @@ def step_media(ctx: JobContext) -> bool:
     return False
 
 
-def _write_artifacts(ctx: JobContext, prefix: str, directory: Path) -> list[Path]:
-    paths = []
-    for name, content in sorted(queue.load_artifacts(ctx.db, ctx.job.id, prefix).items()):
-        path = directory / name.replace("/", "-")
-        path.write_bytes(content)
-        paths.append(path)
-    return paths
-
-
 def step_render(ctx: JobContext) -> bool:
     plan = _plan(ctx)
     scenes = len(plan.scenes)
-    if _rewind_if_missing(ctx, "voice/", scenes, "media") or _rewind_if_missing(ctx, "image/", scenes, "media"):
+    voices = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
+    stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/")
+    if _rewind_if_missing(ctx, voices, scenes, "media") or _rewind_if_missing(ctx, stills, scenes, "media"):
         return False
     durations = ctx.job.checkpoints["media"]["durations"]
     width, height = ctx.settings.video_size
@@ -151,8 +155,8 @@ def step_render(ctx: JobContext) -> bool:
 
     with _work_dir(ctx) as tmp:
         work = Path(tmp)
-        audios = _write_artifacts(ctx, "voice/", work)
-        images = _write_artifacts(ctx, "image/", work)
+        audios = _write_files(voices, work)
+        images = _write_files(stills, work)
         ctx.status.show("progress_render", force=True, pct=0)
         result = render_video(
             plan, images, audios, durations, work / "video.mp4",
@@ -175,31 +179,38 @@ def step_deliver(ctx: JobContext) -> bool:
     so a run after a crash mid-upload never sends it a second time."""
     job = ctx.job
     delivery = ctx.db.one("delivery_state", id=job.id)
-    if delivery is None and _rewind_if_missing(ctx, "out/", 2, "render"):
-        return False
-    if not ctx.db.one("begin_delivery", id=job.id, token=job.lease_token)["created"]:
-        delivery = ctx.db.one("delivery_state", id=job.id)
-        if delivery["state"] != "sent":
-            raise PermanentError("an earlier run was interrupted while sending the video")
-        log.info("video already delivered job=%s", job.id)
+    if delivery is None:
+        files = queue.load_artifacts(ctx.db, job.id, "out/")
+        if _rewind_if_missing(ctx, files, 2, "render"):
+            return False
+        _send_video(ctx, files)
+    elif delivery["state"] != "sent":
+        raise PermanentError("an earlier run was interrupted while sending the video")
     else:
-        video = job.checkpoints["render"]
-        ctx.status.show("progress_sending", force=True)
-        with _work_dir(ctx) as tmp:
-            files = {path.name: path for path in _write_artifacts(ctx, "out/", Path(tmp))}
-            with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
-                message = ctx.telegram.send_video(
-                    job.chat_id, files["out-video.mp4"],
-                    duration=video["duration"], width=video["width"], height=video["height"],
-                    thumbnail=files["out-thumb.jpg"],
-                    caption=t("video_caption", ctx.language, title=_plan(ctx).title),
-                )
-        ctx.db.run("finish_delivery", id=job.id, message_id=message["message_id"])
-        log.info("video delivered job=%s message=%s", job.id, message["message_id"])
+        log.info("video already delivered job=%s", job.id)
     ctx.status.show("progress_done", force=True)
     queue.complete(ctx.db, job)
     job.step = "done"
     return True
+
+
+def _send_video(ctx: JobContext, files: dict[str, bytes]) -> None:
+    job = ctx.job
+    if not ctx.db.one("begin_delivery", id=job.id, token=job.lease_token)["created"]:
+        raise PermanentError("another run has started sending the video")
+    video = job.checkpoints["render"]
+    ctx.status.show("progress_sending", force=True)
+    with _work_dir(ctx) as tmp:
+        paths = {path.name: path for path in _write_files(files, Path(tmp))}
+        with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
+            message = ctx.telegram.send_video(
+                job.chat_id, paths["out-video.mp4"],
+                duration=video["duration"], width=video["width"], height=video["height"],
+                thumbnail=paths["out-thumb.jpg"],
+                caption=t("video_caption", ctx.language, title=_plan(ctx).title),
+            )
+    ctx.db.run("finish_delivery", id=job.id, message_id=message["message_id"])
+    log.info("video delivered job=%s message=%s", job.id, message["message_id"])
 
 
 STEPS: dict[str, Callable[[JobContext], bool]] = {
