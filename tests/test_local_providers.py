@@ -121,6 +121,15 @@ def test_visuals_are_deterministic_and_differ_per_scene(tmp_path: Path, plan) ->
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "c.png").read_bytes()
 
 
+def test_regenerate_gives_a_new_take_of_the_same_narration(tmp_path: Path, plan) -> None:
+    first, second = LocalScript().write(RUSSIAN, "ru", 15), LocalScript().write(RUSSIAN, "ru", 15, variant=1)
+    assert [s.narration for s in second.scenes] == [s.narration for s in first.scenes]
+    assert second.title != first.title
+    LocalVisuals().draw(plan, 1, (360, 640), tmp_path / "take1.png")
+    LocalVisuals().draw(plan, 1, (360, 640), tmp_path / "take2.png", variant=1)
+    assert (tmp_path / "take1.png").read_bytes() != (tmp_path / "take2.png").read_bytes()
+
+
 def test_visuals_reject_a_missing_scene(tmp_path: Path, plan) -> None:
     with pytest.raises(ValueError, match="scene index"):
         LocalVisuals().draw(plan, len(plan.scenes), (720, 1280), tmp_path / "x.png")
