@@ -4,10 +4,12 @@
     python manage.py show 42
     python manage.py approve 42            (the gate it waits at)
     python manage.py cancel 42 | retry 42
+    python manage.py resend 42              (a video whose delivery is unknown)
     python manage.py stats
     python manage.py prune --older-than 30 --dry-run
     python manage.py migrate
-    python manage.py set-webhook https://bot.example.com/ [--drop-pending]
+    python manage.py sql "SELECT id, state FROM ai_video_bot.jobs"   (the runbook without psql)
+    python manage.py set-webhook [https://bot.example.com/] [--drop-pending]
     python manage.py delete-webhook | webhook-info
     python manage.py demo "A cat on a skateboard" [--interactive] [--seconds 10]
     python manage.py poll [--once]          (live, long polling, no public URL needed)
@@ -143,6 +145,8 @@ def _describe_delivery(delivery: dict[str, Any] | None) -> str:
         f"{delivery['state']}  message {delivery['telegram_message_id'] or '-'}"
         f"  started {ops.format_time(delivery['started_at'])}"
         f"  sent {ops.format_time(delivery['sent_at'])}"
+        f"  uploads {delivery['attempts']}  resends {delivery['resends']}"
+        f"  last error {ops.short(delivery['last_error'])}"
     )
 
 
@@ -170,6 +174,12 @@ def cmd_cancel(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_retry(args: argparse.Namespace, ctx: Context) -> int:
     step = ops.retry(ctx.database(), args.job)
     print(f"job {args.job}: queued again at step {step}")
+    return 0
+
+
+def cmd_resend(args: argparse.Namespace, ctx: Context) -> int:
+    ops.resend(ctx.database(), args.job)
+    print(f"job {args.job}: the next worker run sends the video again")
     return 0
 
 
@@ -205,6 +215,28 @@ def cmd_prune(args: argparse.Namespace, ctx: Context) -> int:
     return 0
 
 
+def cmd_sql(args: argparse.Namespace, ctx: Context) -> int:
+    """Run the runbook's SQL where no psql is installed (a Render Shell): one statement from the
+    argument or standard input, committed, its rows printed as a table."""
+    statement = args.statement if args.statement is not None else sys.stdin.read()
+    if not statement.strip():
+        raise ops.OperatorError("give one SQL statement, as an argument or on standard input")
+    database = ctx.database()
+    try:
+        rows = database.execute(statement)
+    except pg8000.native.DatabaseError as exc:
+        error = exc.args[0] if exc.args else {}
+        message = error.get("M", str(error)) if isinstance(error, dict) else str(error)
+        raise ops.OperatorError(f"the database refused the statement: {message}") from None
+    columns = database.conn.columns
+    if columns:
+        print(ops.format_table([column["name"] for column in columns], rows))
+    count = database.conn.row_count
+    if count >= 0:
+        print(f"({count} row{'' if count == 1 else 's'})")
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
     applied = migrate(ctx.database())
     print(f"applied: {', '.join(applied)}" if applied else "schema is up to date")
@@ -216,17 +248,18 @@ def cmd_migrate(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_set_webhook(args: argparse.Namespace, ctx: Context) -> int:
     telegram = ctx.telegram()
-    secret = ctx.settings.telegram_webhook_secret
+    secret = ctx.settings.webhook_secret_token
     if not secret:
         raise ConfigError(
             "TELEGRAM_WEBHOOK_SECRET is not set: the webhook accepts only updates that carry it"
         )
-    ops.check_webhook_url(args.url)
+    url = args.url or ops.render_webhook_url(ctx.settings.public_url)
+    ops.check_webhook_url(url)
     telegram.set_webhook(
-        args.url, secret, list(ops.WEBHOOK_UPDATES), drop_pending_updates=args.drop_pending
+        url, secret, list(ops.WEBHOOK_UPDATES), drop_pending_updates=args.drop_pending
     )
-    log.info("webhook set url=%s drop_pending=%s", args.url, args.drop_pending)
-    print(f"webhook set to {args.url} for {', '.join(ops.WEBHOOK_UPDATES)}")
+    log.info("webhook set url=%s drop_pending=%s", url, args.drop_pending)
+    print(f"webhook set to {url} for {', '.join(ops.WEBHOOK_UPDATES)}")
     return 0
 
 
@@ -370,6 +403,10 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("job", type=_job_id)
     retry.set_defaults(run=cmd_retry)
 
+    resend = commands.add_parser("resend", help="send again a video whose delivery is unknown")
+    resend.add_argument("job", type=_job_id)
+    resend.set_defaults(run=cmd_resend)
+
     stats = commands.add_parser("stats", help="queue health and table sizes")
     stats.set_defaults(run=cmd_stats)
 
@@ -378,11 +415,18 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--dry-run", action="store_true", help="only count what would go")
     prune.set_defaults(run=cmd_prune)
 
+    sql_cmd = commands.add_parser("sql", help="run one SQL statement (the runbook, without psql)")
+    sql_cmd.add_argument("statement", nargs="?", help="the statement (default: standard input)")
+    sql_cmd.set_defaults(run=cmd_sql)
+
     migrate_cmd = commands.add_parser("migrate", help="apply pending migrations")
     migrate_cmd.set_defaults(run=cmd_migrate)
 
     set_webhook = commands.add_parser("set-webhook", help="point Telegram at the webhook URL")
-    set_webhook.add_argument("url")
+    set_webhook.add_argument(
+        "url", nargs="?",
+        help="the webhook's public https URL (default: RENDER_EXTERNAL_URL, set by Render)",
+    )
     set_webhook.add_argument("--drop-pending", action="store_true",
                              help="discard updates Telegram holds for the bot")
     set_webhook.set_defaults(run=cmd_set_webhook)

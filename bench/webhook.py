@@ -29,11 +29,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 from shared import db as dbmod
 from shared.config import load_settings
 from shared.migrate import migrate
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SECRET = "bench-secret"
 FIRST_USER_ID = 10_000_000

@@ -51,11 +51,18 @@ class Reply:
     body: bytes = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    dropped: bool = False
 
     @classmethod
     def json(cls, status: int, payload: Any, headers: dict[str, str] | None = None) -> "Reply":
         body = json.dumps(payload, ensure_ascii=False).encode()
         return cls(status, body, "application/json", headers or {})
+
+    @classmethod
+    def no_answer(cls) -> "Reply":
+        """Close the connection without sending any response: the client sees the server hang
+        up after its request went through (RemoteDisconnected, a requests.ConnectionError)."""
+        return cls(0, dropped=True)
 
 
 class BadBody(ValueError):
@@ -199,6 +206,9 @@ def _handler_for(server: LocalServer) -> type[BaseHTTPRequestHandler]:
             self._send(reply)
 
         def _send(self, reply: Reply) -> None:
+            if reply.dropped:
+                self.close_connection = True
+                return
             try:
                 self.send_response(reply.status, HTTPStatus(reply.status).phrase)
                 self.send_header("Content-Type", reply.content_type)

@@ -478,7 +478,7 @@ def _converse(options: DemoOptions, settings: Settings, telegram_server: Telegra
     """Register the webhook as an owner would, then chat until the job ends."""
     webhook.wait_until_healthy()
     worker.telegram.set_webhook(
-        webhook.url, settings.telegram_webhook_secret, list(ops.WEBHOOK_UPDATES)
+        webhook.url, settings.webhook_secret_token, list(ops.WEBHOOK_UPDATES)
     )
     print(f"Webhook at {webhook.url}; video {settings.video_format}, {settings.video_seconds} s\n")
     user = DemoUser(options.language)

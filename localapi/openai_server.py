@@ -7,7 +7,12 @@ Routes (under `/v1`, so `start()` returns a base URL ending in `/v1`, like OPENA
 - POST /audio/speech: a real WAV (a syllable-like tone sequence, ~14 characters per second);
 - POST /images/generations: `b64_json` of a real PNG drawn with Pillow at the requested size.
 Every route needs `Authorization: Bearer <api_key>` and answers errors with OpenAI's error body.
-Faults: `fail_next(path, status)`, `bad_json_next(n)`, `respond_next(path, ...)`.
+Faults: `fail_next(path, status)`, `bad_json_next(n)`, `respond_next(path, ...)`, and `delay`
+(seconds every answer waits, to play a hung server).
+
+`flavor` plays another server family behind the same routes (see `FLAVORS`): one that refuses
+some `response_format` types with that family's real 400 body, wraps the JSON in a Markdown fence,
+a `<think>` block or prose, or answers every request with an error the owner has to fix.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import threading
 import time
 import wave
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -83,6 +88,72 @@ class RecordedRequest:
     at: float
 
 
+@dataclass(frozen=True)
+class Flavor:
+    """How a server family departs from OpenAI.
+
+    `refuses` maps a `response_format.type` to the 400 that family answers it with; `wrap` puts
+    text around the JSON content when no `json_schema` constrains it (`"{json}"` marks where);
+    `constrained_wrap` does so even under `json_schema`; `error` answers every request instead.
+    """
+
+    refuses: dict[str, Reply] = field(default_factory=dict)
+    wrap: str = "{json}"
+    constrained_wrap: bool = False
+    error: Reply | None = None
+
+
+_QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more "
+    "information on this error, read the docs: "
+    "https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+_THINK = (
+    "<think>\nThe user wants a short video. I should split it into scenes, e.g. {\"scenes\": "
+    "[...]}, and keep each caption short.\n</think>\n\n{json}"
+)
+FLAVORS: dict[str, Flavor] = {
+    "openai": Flavor(),
+    # vLLM before structured outputs: pydantic rejects the type; old top-level error body.
+    "vllm": Flavor(refuses={"json_schema": Reply.json(400, {
+        "object": "error",
+        "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                   "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+                   "'ctx': {'expected': \"'text' or 'json_object'\"}}]",
+        "type": "BadRequestError", "param": None, "code": 400,
+    })}),
+    # Groq refuses schema keywords it does not support (our plan uses minItems/maxItems).
+    "groq": Flavor(refuses={"json_schema": Reply.json(400, {"error": {
+        "message": "invalid schema for response format: response_format/json_schema/scenes: "
+                   "minItems is not supported",
+        "type": "invalid_request_error",
+    }})}),
+    # Ollama with a reasoning model (DeepSeek-R1, Qwen3): the reasoning stays in the content.
+    "ollama": Flavor(wrap=_THINK, constrained_wrap=True),
+    # Ollama before 0.5 ignored json_schema; llama models then fence their JSON.
+    "ollama-legacy": Flavor(wrap="Here is the plan:\n```json\n{json}\n```"),
+    # LM Studio accepts json_schema but refuses json_object, with a bare-string error body.
+    "lmstudio": Flavor(refuses={"json_object": Reply.json(400, {
+        "error": "'response_format.type' must be 'json_schema' or 'text'",
+    })}),
+    # A server with no structured output at all (llama.cpp-style errors); the model adds prose.
+    "text-only": Flavor(
+        refuses={kind: Reply.json(400, {"error": {
+            "code": 400, "type": "invalid_request_error",
+            "message": f'response_format type must be "text", but got: {kind}',
+        }}) for kind in ("json_schema", "json_object")},
+        wrap="Sure! Here is your video plan.\n{json}\nHope you like it.",
+    ),
+    "quota": Flavor(error=OpenAIError(
+        429, _QUOTA_MESSAGE, error_type="insufficient_quota", code="insufficient_quota",
+    ).reply()),
+    "no-retry": Flavor(error=OpenAIError(
+        503, "The engine is currently overloaded, please try again later.",
+        error_type="server_error", headers={"x-should-retry": "false"},
+    ).reply()),
+}
+
+
 def _fault(status: int, retry_after: float | None) -> OpenAIError:
     """The error OpenAI sends for `status` (429 carries a Retry-After header)."""
     if status == 429:
@@ -106,9 +177,11 @@ class OpenAIServer(LocalServer):
     """An OpenAI-compatible server accepting one `api_key`; see the module docstring."""
 
     def __init__(self, api_key: str = DEFAULT_API_KEY, *, host: str = "127.0.0.1",
-                 port: int = 0) -> None:
+                 port: int = 0, flavor: str = "openai", delay: float = 0.0) -> None:
         super().__init__(host, port)
         self.api_key = api_key
+        self.flavor = FLAVORS[flavor]
+        self.delay = delay
         self._lock = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._canned: dict[str, deque[Reply]] = defaultdict(deque)
@@ -156,6 +229,7 @@ class OpenAIServer(LocalServer):
             body = json.loads(request.body) if request.body else {}
         except ValueError:
             body = None
+        time.sleep(self.delay)
         reply = self._answer(request, body)
         with self._lock:
             self._requests.append(RecordedRequest(
@@ -175,6 +249,8 @@ class OpenAIServer(LocalServer):
             canned = self._canned.get(request.path)
             if canned:
                 return canned.popleft()
+        if self.flavor.error is not None:
+            return self.flavor.error
         if not isinstance(body, dict):
             return OpenAIError(400, "We could not parse the JSON body of your request.").reply()
         try:
@@ -206,11 +282,18 @@ class OpenAIServer(LocalServer):
         if not isinstance(messages, list) or not messages:
             raise OpenAIError(400, "[] is too short - 'messages'", param="messages")
         prompt = "\n".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+        response_type = _response_type(body)
+        if response_type in self.flavor.refuses:
+            return self.flavor.refuses[response_type]
         with self._lock:
             bad_json = self._bad_json_left > 0
             self._bad_json_left -= 1 if bad_json else 0
+        schema = _response_schema(body)
         content = NOT_JSON_REPLY if bad_json else json.dumps(
-            _scene_plan(_user_text(messages), prompt, _response_schema(body)), ensure_ascii=False)
+            _scene_plan(_user_text(messages), prompt, schema or _prompt_schema(prompt)),
+            ensure_ascii=False, indent=None if schema else 2)
+        if not bad_json and (schema is None or self.flavor.constrained_wrap):
+            content = self.flavor.wrap.replace("{json}", content)
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = max(1, len(content) // 4)
         return Reply.json(200, {
@@ -293,10 +376,29 @@ def _user_text(messages: list[Any]) -> str:
     return str(users[-1].get("content", "")) if users else ""
 
 
-def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+def _response_type(body: dict[str, Any]) -> str:
     response_format = body.get("response_format")
-    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+    return str(response_format.get("type", "")) if isinstance(response_format, dict) else ""
+
+
+def _prompt_schema(prompt: str) -> dict[str, Any] | None:
+    """The first JSON object in the prompt that looks like a JSON schema, as a model would
+    follow a schema spelled out in its instructions."""
+    decoder = json.JSONDecoder()
+    for match in re.finditer(r"\{", prompt):
+        try:
+            candidate, _ = decoder.raw_decode(prompt, match.start())
+        except ValueError:
+            continue
+        if isinstance(candidate, dict) and isinstance(candidate.get("properties"), dict):
+            return candidate
+    return None
+
+
+def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
+    if _response_type(body) != "json_schema":
         return None
+    response_format = body["response_format"]
     json_schema = response_format.get("json_schema")
     if not isinstance(json_schema, dict) or not isinstance(json_schema.get("schema"), dict):
         raise OpenAIError(400, "Missing required parameter: 'response_format.json_schema'.",

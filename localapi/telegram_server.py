@@ -4,7 +4,8 @@ It answers `/bot<token>/<method>` like api.telegram.org does: GET query, urlenco
 multipart requests; `{"ok": true, "result": ...}` or `{"ok": false, "error_code": ...,
 "description": ...}` with Telegram's own error texts for the limits the bot must respect. It
 records every call, keeps uploaded files, can queue updates for `getUpdates` or deliver them to
-a webhook, and injects faults (`fail_next`, `block_chat`).
+a webhook, and injects faults: error answers (`fail_next`, `block_chat`), answers lost after the
+call took effect (`drop_next`), and both at random for soak runs (`random_faults`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 import itertools
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -84,6 +86,7 @@ class RecordedCall:
     status: int
     response: dict[str, Any]
     at: float
+    dropped: bool = False  # the call took effect but its answer never left the server
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,16 @@ class _Fault:
     status: int
     description: str
     retry_after: int | None
+
+
+@dataclass(frozen=True)
+class _RandomFaults:
+    rate: float
+    statuses: tuple[int, ...]
+    retry_after: int
+    methods: frozenset[str] | None
+    drop_uploads: float
+    rng: random.Random
 
 
 @dataclass
@@ -148,6 +161,9 @@ class TelegramServer(LocalServer):
         self._lock = threading.Condition()
         self._calls: list[RecordedCall] = []
         self._faults: dict[str, deque[_Fault]] = defaultdict(deque)
+        self._drops: dict[str, int] = defaultdict(int)
+        self._random_faults: _RandomFaults | None = None
+        self._fault_counts: dict[str, int] = defaultdict(int)
         self._blocked_chats: set[int] = set()
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._last_message_id: dict[int, int] = defaultdict(int)
@@ -224,6 +240,63 @@ class TelegramServer(LocalServer):
                        retry_after if status == 429 else None)
         with self._lock:
             self._faults[method.lower()].extend([fault] * times)
+
+    def drop_next(self, method: str, times: int = 1) -> None:
+        """Carry out the next `times` calls to `method` (a sendVideo IS recorded as sent, with its
+        message_id), then close the connection without answering: the client gets a
+        `requests.ConnectionError` and cannot tell whether the call took effect."""
+        with self._lock:
+            self._drops[method.lower()] += times
+
+    def random_faults(
+        self,
+        rate: float,
+        *,
+        statuses: tuple[int, ...] = (429, 502),
+        retry_after: int = 1,
+        methods: tuple[str, ...] | None = None,
+        drop_uploads: float = 0.0,
+        seed: int | None = None,
+    ) -> None:
+        """From now on, answer a `rate` fraction of calls (to `methods`, default every method)
+        with an error drawn from `statuses` (429 carries `retry_after`), and drop the answer to
+        a `drop_uploads` fraction of the sendVideo calls that get through, as `drop_next` does.
+        `random_faults(0)` turns them off. Requests arrive on concurrent threads, so `seed` fixes
+        the draws, not which call gets which one."""
+        with self._lock:
+            self._random_faults = _RandomFaults(
+                rate=rate,
+                statuses=tuple(statuses),
+                retry_after=retry_after,
+                methods=frozenset(m.lower() for m in methods) if methods is not None else None,
+                drop_uploads=drop_uploads,
+                rng=random.Random(seed),
+            )
+
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """Faults injected so far by kind: the HTTP status as a string ("429", "502", ...) for
+        error answers, "dropped" for answers never sent (blocked chats are not counted)."""
+        with self._lock:
+            return dict(self._fault_counts)
+
+    def videos_by_chat(self) -> dict[int, int]:
+        """How many videos each chat received: sendVideo calls that succeeded, including those
+        whose answer was dropped (the user has the video even though the bot never heard)."""
+        counts: dict[int, int] = defaultdict(int)
+        for call in self.calls_to("sendVideo"):
+            if call.status == 200:
+                counts[call.params["chat_id"]] += 1
+        return dict(counts)
+
+    def chat_messages(self, chat_id: int) -> list[dict[str, Any]]:
+        """The current state of every message the bot has in `chat_id`, oldest first."""
+        with self._lock:
+            return [
+                copy.deepcopy(message)
+                for (chat, _), message in sorted(self._messages.items())
+                if chat == chat_id and message["from"]["id"] == self.bot_user["id"]
+            ]
 
     def block_chat(self, chat_id: int) -> None:
         """From now on, every call aimed at `chat_id` answers 403 "bot was blocked by the user"."""
@@ -337,11 +410,15 @@ class TelegramServer(LocalServer):
     ) -> Reply:
         try:
             self._raise_injected_fault(method, params)
+        except ApiError as error:
+            return self._record(method, params, files, error.status, error.payload())
+        drop = self._take_drop(method)
+        try:
             with self._lock:
                 result = copy.deepcopy(handler(params, files))
         except ApiError as error:
-            return self._record(method, params, files, error.status, error.payload())
-        return self._record(method, params, files, 200, {"ok": True, "result": result})
+            return self._record(method, params, files, error.status, error.payload(), drop)
+        return self._record(method, params, files, 200, {"ok": True, "result": result}, drop)
 
     def _record(
         self,
@@ -350,24 +427,49 @@ class TelegramServer(LocalServer):
         files: dict[str, UploadedFile],
         status: int,
         payload: dict[str, Any],
+        dropped: bool = False,
     ) -> Reply:
-        call = RecordedCall(method, params, files, status, payload, time.time())
+        call = RecordedCall(method, params, files, status, payload, time.time(), dropped)
         with self._lock:
             self._calls.append(call)
             self._lock.notify_all()
             observers = list(self._observers)
         for observer in observers:
             observer(call)
-        return Reply.json(status, payload)
+        return Reply.no_answer() if dropped else Reply.json(status, payload)
 
     def _raise_injected_fault(self, method: str, params: dict[str, Any]) -> None:
         with self._lock:
             queue = self._faults.get(method.lower())
-            if queue:
-                fault = queue.popleft()
+            fault = queue.popleft() if queue else self._random_fault(method)
+            if fault is not None:
+                self._fault_counts[str(fault.status)] += 1
                 raise ApiError(fault.status, fault.description, fault.retry_after)
             if params.get("chat_id") in self._blocked_chats:
                 raise ApiError(403, "Forbidden: bot was blocked by the user")
+
+    def _random_fault(self, method: str) -> _Fault | None:
+        chance = self._random_faults
+        if chance is None or (chance.methods is not None and method.lower() not in chance.methods):
+            return None
+        if chance.rng.random() >= chance.rate:
+            return None
+        status = chance.rng.choice(chance.statuses)
+        retry_after = chance.retry_after if status == 429 else None
+        return _Fault(status, _default_description(status, retry_after), retry_after)
+
+    def _take_drop(self, method: str) -> bool:
+        """Whether the answer to this call is to be dropped (counted as a fault when it is)."""
+        with self._lock:
+            key = method.lower()
+            chance = self._random_faults
+            if self._drops[key] > 0:
+                self._drops[key] -= 1
+            elif not (key == "sendvideo" and chance is not None
+                      and chance.rng.random() < chance.drop_uploads):
+                return False
+            self._fault_counts["dropped"] += 1
+            return True
 
     # ---- messages -----------------------------------------------------------------------------
 

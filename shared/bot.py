@@ -3,8 +3,8 @@
 `handle_update` records the update's id in `telegram_updates` in the same transaction as every
 row it writes, so a redelivered update changes nothing and gets no reply. It returns a `Reply`:
 the Bot API call to put in the webhook response body (sendMessage or answerCallbackQuery) and,
-for a decisive button press only, the edit that removes the gate's buttons, which the webhook
-makes after the commit.
+for a decisive button press only, the edit that removes the buttons (a gate's, or the "send
+again" one), which the webhook makes after the commit.
 
 Updates come from the network: every field is checked for presence and type, and anything
 unexpected is treated as an update the bot does not handle (recorded, no reply). The handler is
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared import queue
-from shared.buttons import GatePress, parse_callback_data
+from shared.buttons import GatePress, ResendPress, parse_callback_data
 from shared.config import Settings
 from shared.db import Database
 from shared.telegram import MAX_CAPTION_CHARS, MAX_TEXT_CHARS, TelegramClient, fit_text
@@ -322,16 +322,18 @@ def _on_callback(db: Database, settings: Settings, update_id: int, callback: dic
             return NO_REPLY
         log.info("press refused update_id=%s chat=%s reason=%s", update_id, chat_id, refusal)
         return _answer(callback_id, t(refusal, language))
+    resend = isinstance(press, ResendPress)
     with db.transaction():
         if not _record(db, update_id, "callback_query"):
             return NO_REPLY
-        outcome = _decide(db, press, user_id, message_id)
+        outcome = _resend(db, press, user_id) if resend else _decide(db, press, user_id, message_id)
+    action = "resend" if resend else press.action
     log.info("press update_id=%s chat=%s job=%s gate=%s action=%s outcome=%s",
-             update_id, chat_id, press.job_id, press.gate, press.action, outcome)
+             update_id, chat_id, press.job_id, "-" if resend else press.gate, action, outcome)
     if outcome != "accepted":
         return _answer(callback_id, t(outcome, language))
-    edit = _decision_edit(message, chat_id, message_id, t(f"decided_{press.action}", language))
-    return _answer(callback_id, t(f"pressed_{press.action}", language), edit)
+    edit = _decision_edit(message, chat_id, message_id, t(f"decided_{action}", language))
+    return _answer(callback_id, t(f"pressed_{action}", language), edit)
 
 
 def _decide(db: Database, press: GatePress, user_id: int, message_id: int) -> str:
@@ -354,6 +356,25 @@ def _decide(db: Database, press: GatePress, user_id: int, message_id: int) -> st
     else:
         written = queue.decide(db, press.job_id, press.gate, _DECISION_STATUS[press.action], "user")
     return "accepted" if written else "press_already_decided"
+
+
+def _resend(db: Database, press: ResendPress, user_id: int) -> str:
+    """Ask the worker to send the video again, if the presser owns the job and its delivery is
+    unknown; the worker uploads it, never the webhook. Returns 'accepted', or the text key of
+    the refusal to show."""
+    job = db.one("lock_job", job_id=press.job_id)
+    if job is None:
+        return "press_invalid"
+    if job["user_id"] != user_id:
+        return "press_not_yours"
+    if queue.request_resend(db, press.job_id, "user"):
+        return "accepted"
+    if job["state"] == "cancelled":
+        return "press_job_closed"
+    delivery = db.one("delivery_state", id=press.job_id)
+    if job["state"] == "running" and delivery is not None and delivery["state"] == "unknown":
+        return "resend_busy"
+    return "resend_not_needed"
 
 
 def _decision_edit(message: dict[str, Any], chat_id: int, message_id: int, decision: str) -> MessageEdit:

@@ -6,6 +6,8 @@ for configuration. A bad value raises `ConfigError` naming the variable, never e
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ GATES = ("script", "storyboard")
 VIDEO_FORMATS = {"9:16": (720, 1280), "16:9": (1280, 720), "1:1": (1080, 1080)}
 PROVIDER_NAMES = ("local", "openai")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_TELEGRAM_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class ConfigError(ValueError):
@@ -32,6 +35,7 @@ class Settings:
     worker_lease_seconds: int = 120
     worker_max_seconds: int = 600
     worker_poll_seconds: float = 2.0
+    worker_listen_seconds: float = 0.0
     job_max_attempts: int = 5
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 600.0
@@ -39,6 +43,7 @@ class Settings:
     telegram_bot_token: str = ""
     telegram_webhook_secret: str = ""
     telegram_api_base: str = "https://api.telegram.org"
+    public_url: str = ""
     allowed_user_ids: frozenset[int] = field(default_factory=frozenset)
     max_description_chars: int = 1000
     max_active_jobs_per_user: int = 1
@@ -60,6 +65,8 @@ class Settings:
     openai_tts_model: str = "gpt-4o-mini-tts"
     openai_tts_voice: str = "alloy"
     openai_image_model: str = "gpt-image-1"
+    openai_timeout_seconds: float = 30.0
+    openai_total_seconds: float = 90.0
 
     db_size_warn_mb: int = 800
     log_level: str = "INFO"
@@ -70,11 +77,30 @@ class Settings:
         return VIDEO_FORMATS[self.video_format]
 
     @property
+    def webhook_secret_token(self) -> str:
+        """The `secret_token` given to setWebhook and expected in the webhook's header.
+
+        Telegram accepts 1-256 characters of `A-Z a-z 0-9 _ -` only, but Render's generated
+        values are base64 (`+`, `/`, `=`). A valid secret is used as it is, so existing
+        deployments keep working; any other is hashed into a URL-safe token of 43 characters.
+        """
+        return telegram_secret_token(self.telegram_webhook_secret)
+
+    @property
     def providers_label(self) -> str:
         return (
             f"script:{self.script_provider},voice:{self.voice_provider},"
             f"visuals:{self.visuals_provider}"
         )
+
+
+def telegram_secret_token(secret: str) -> str:
+    """`secret` itself when Telegram accepts it as a `secret_token`, else its SHA-256 digest in
+    unpadded URL-safe base64; empty stays empty."""
+    if not secret or _TELEGRAM_SECRET_RE.match(secret):
+        return secret
+    digest = hashlib.sha256(secret.encode("utf-8")).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
@@ -151,6 +177,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_lease_seconds=_int(env, "WORKER_LEASE_SECONDS", 120, minimum=5),
         worker_max_seconds=_int(env, "WORKER_MAX_SECONDS", 600, minimum=1),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 2.0, minimum=0.05),
+        worker_listen_seconds=_float(env, "WORKER_LISTEN_SECONDS", 0.0),
         job_max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 5, minimum=1),
         retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 5.0),
         retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 600.0),
@@ -159,6 +186,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         telegram_api_base=(
             env.get("TELEGRAM_API_BASE", "").strip() or "https://api.telegram.org"
         ).rstrip("/"),
+        public_url=env.get("RENDER_EXTERNAL_URL", "").strip(),
         allowed_user_ids=_user_ids(env.get("ALLOWED_USER_IDS", "")),
         max_description_chars=_int(env, "MAX_DESCRIPTION_CHARS", 1000, minimum=1),
         max_active_jobs_per_user=_int(env, "MAX_ACTIVE_JOBS_PER_USER", 1, minimum=1),
@@ -179,6 +207,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or "gpt-4o-mini-tts",
         openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or "alloy",
         openai_image_model=env.get("OPENAI_IMAGE_MODEL", "").strip() or "gpt-image-1",
+        openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", 30.0, minimum=1.0),
+        openai_total_seconds=_float(env, "OPENAI_TOTAL_SECONDS", 90.0, minimum=1.0),
         db_size_warn_mb=_int(env, "DB_SIZE_WARN_MB", 800, minimum=1),
         log_level=(env.get("LOG_LEVEL", "").strip() or "INFO").upper(),
     )

@@ -8,6 +8,7 @@ the named queries of `sql/queries/*.sql` as prepared statements, returning rows 
 from __future__ import annotations
 
 import logging
+import select
 import ssl
 import warnings
 from contextlib import contextmanager
@@ -115,6 +116,13 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_database_url(settings.data_dir)
 
 
+def wake_channel(schema: str) -> str:
+    """The channel sql/002_notify.sql notifies when a job, a decision or a revision is inserted
+    in `schema`: `<schema>_wake`, the schema cut to 58 characters as the trigger does, so that
+    the name fits PostgreSQL's 63-byte identifiers."""
+    return f"{schema[:58]}_wake"
+
+
 class Database:
     """One connection, its prepared statements, and the schema every query runs in."""
 
@@ -155,6 +163,33 @@ class Database:
         """Run literal SQL (migrations, tests). Application queries go through `run`."""
         return self.conn.run(text, **params)
 
+    def listen(self, channel: str) -> None:
+        """Subscribe this connection to `channel`. Use a connection of its own for it: one that
+        sits in a transaction or runs a long statement reads no notification meanwhile."""
+        self.conn.run('LISTEN "{}"'.format(channel.replace('"', '""')))
+
+    def wait_for_notify(self, timeout: float) -> list[str]:
+        """Wait up to `timeout` seconds for a notification on a channel this connection listens
+        to; return the payloads that arrived, none when the time ran out (or the server sent
+        something else).
+
+        pg8000 has no blocking wait: it files notifications in `conn.notifications` only while
+        it reads a statement's response. So wait for the socket to become readable (or for TLS
+        to hold bytes already decrypted), then run a no-op statement to read what came. One that
+        arrives while that statement's response is read may stay in pg8000's buffer until the
+        next wake; its transaction committed before this returns, so a claim made after it
+        still sees the row.
+        """
+        if not self.conn.notifications:
+            sock = self.conn._usock
+            decrypted = isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
+            if not decrypted and not select.select([sock], [], [], max(0.0, timeout))[0]:
+                return []
+            self.conn.run("SELECT 1")
+        payloads = [payload for _pid, _channel, payload in self.conn.notifications]
+        self.conn.notifications.clear()
+        return payloads
+
     @contextmanager
     def transaction(self, *, dry_run: bool = False) -> Iterator["Database"]:
         """Everything inside commits together, or not at all; a dry run always rolls back."""
@@ -180,8 +215,8 @@ def connect(settings: Settings, application_name: str = "ai_video_bot") -> Datab
 
 def describe(settings: Settings) -> str:
     """`postgres=host/db schema=...` for the start-up log line; never the password."""
-    if settings.database_url:
-        where = parse_database_url(settings.database_url).describe()
-    else:
-        where = f"embedded:{settings.data_dir}"
+    where = (
+        parse_database_url(settings.database_url).describe()
+        if settings.database_url else f"embedded:{settings.data_dir}"
+    )
     return f"postgres={where} schema={settings.database_schema}"

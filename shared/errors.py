@@ -14,5 +14,17 @@ class TransientError(Exception):
         self.retry_after = retry_after
 
 
+class OutcomeUnknown(TransientError):
+    """The request may have reached the server, and no answer came back (the connection broke
+    or timed out after the body was sent). Whether it took effect is unknown, so a request that
+    must not happen twice is not sent again automatically."""
+
+
 class PermanentError(Exception):
     """A failure that retrying cannot fix (bad credentials, invalid output): fail the job now."""
+
+
+class OwnerActionNeeded(PermanentError):
+    """Only the bot's owner can fix this (a rejected API key, an exhausted quota, a provider that
+    says not to retry): fail the job now and tell the user the bot is unavailable, rather than
+    ask them to send the description again."""

@@ -1,9 +1,10 @@
 """A small retrying HTTP helper shared by the Telegram and OpenAI clients.
 
 It retries what may pass by itself (timeouts, connection errors, 429, 5xx) with capped
-exponential backoff and jitter, honouring the delay the server asked for. Everything it logs or
-raises goes through `redact`, because the Telegram token is part of every URL and requests puts
-URLs into its exception messages.
+exponential backoff and jitter, honouring the delay the server asked for and its
+`x-should-retry` header. An optional time budget bounds a whole request, retries and sleeps
+included. Everything it logs or raises goes through `redact`, because the Telegram token is part
+of every URL and requests puts URLs into its exception messages.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple
 from urllib.parse import quote
 
 import requests
+import urllib3
 
-from shared.errors import PermanentError, TransientError
+from shared.errors import OutcomeUnknown, PermanentError, TransientError
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +127,29 @@ def _parse_retry_after_header(value: str) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
+def _never_sent(failure: requests.RequestException) -> bool:
+    """True when the request failed before a connection was made, so it cannot have arrived."""
+    if isinstance(failure, requests.ConnectTimeout):
+        return True
+    cause = failure.args[0] if failure.args else None
+    cause = getattr(cause, "reason", cause)  # urllib3's MaxRetryError wraps the real error
+    return isinstance(cause, urllib3.exceptions.NewConnectionError)
+
+
 def is_retryable_status(status: int) -> bool:
     return status == 429 or status >= 500
+
+
+def should_retry(response: requests.Response) -> bool:
+    """Whether to send the request again after `response`.
+
+    The server's `x-should-retry: true|false` decides when present (OpenAI sends it; its SDK obeys
+    it both ways); otherwise 429 and 5xx are retried.
+    """
+    header = response.headers.get("x-should-retry", "").strip().lower()
+    if header in ("true", "false"):
+        return header == "true"
+    return is_retryable_status(response.status_code)
 
 
 @dataclass
@@ -134,7 +157,10 @@ class HttpClient:
     """Sends one logical request, retrying transient failures; never leaks `secrets`.
 
     `service` names the remote side in logs and errors ("telegram", "openai"); callers pass a
-    `label` per request (a method name or path, never a full URL).
+    `label` per request (a method name or path, never a full URL). `timeout` bounds one attempt;
+    `total_timeout`, when set, bounds the whole request: each attempt gets at most the time left,
+    no backoff sleep runs past it, and `TransientError` is raised once it is spent. `retryable`
+    decides which responses are sent again (a client may refuse to retry e.g. an exhausted quota).
     """
 
     service: str
@@ -144,6 +170,8 @@ class HttpClient:
     timeout: float = 30.0
     policy: RetryPolicy = field(default_factory=RetryPolicy)
     rand: Callable[[], float] = random.random
+    total_timeout: float | None = None
+    retryable: Callable[[requests.Response], bool] = should_retry
 
     def __post_init__(self) -> None:
         _URLLIB3_FILTER.secrets.update(secret for secret in self.secrets if secret)
@@ -162,19 +190,34 @@ class HttpClient:
         files: Mapping[str, UploadFile] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
+        idempotent: bool = True,
+        policy: RetryPolicy | None = None,
     ) -> requests.Response:
-        """Send the request; return the first response that is not 429/5xx.
+        """Send the request; return the first response that should not be retried.
 
-        Raises `TransientError` when attempts run out (carrying the server's `retry_after`), and
-        `PermanentError` when the request cannot be sent at all (e.g. a malformed URL).
+        Raises `TransientError` when attempts or the time budget run out (carrying the server's
+        `retry_after`), and `PermanentError` when the request cannot be sent at all (e.g. a
+        malformed URL). A request that is not `idempotent` is never repeated once it may have
+        reached the server: a broken connection or a read timeout after connecting raises
+        `OutcomeUnknown` at once. `policy` overrides the client's retry policy for this request.
         """
+        policy = policy or self.policy
+        deadline = None if self.total_timeout is None else time.monotonic() + self.total_timeout
         attempt = 0
         while True:
             attempt += 1
+            attempt_timeout = timeout or self.timeout
+            if deadline is not None:
+                attempt_timeout = min(attempt_timeout, deadline - time.monotonic())
+                if attempt_timeout <= 0:
+                    raise TransientError(
+                        f"{self.service} {label}: time budget of {self.total_timeout:g}s spent "
+                        f"before attempt {attempt}"
+                    )
             failure: requests.RequestException | None = None
             try:
                 response = self._send_once(
-                    method, url, json_body, form, files, headers, timeout or self.timeout
+                    method, url, json_body, form, files, headers, attempt_timeout
                 )
             except requests.RequestException as exc:
                 failure = exc
@@ -182,17 +225,23 @@ class HttpClient:
             # its URL) must not even ride along as __context__.
             if isinstance(failure, (requests.Timeout, requests.ConnectionError)):
                 reason = f"{type(failure).__name__}: {self.redact(str(failure))}"
-                self._retry_or_raise(label, attempt, reason, retry_after=None)
+                if not idempotent and not _never_sent(failure):
+                    log.warning("http outcome unknown service=%s label=%s reason=%s",
+                                self.service, label, reason)
+                    raise OutcomeUnknown(f"{self.service} {label}: no answer: {reason}")
+                self._retry_or_raise(label, attempt, reason, None, policy, deadline)
                 continue
             if failure is not None:
                 raise PermanentError(
                     f"{self.service} {label}: request failed: "
                     f"{type(failure).__name__}: {self.redact(str(failure))}"
                 )
-            if not is_retryable_status(response.status_code):
+            if not self.retryable(response):
                 return response
             reason = f"status={response.status_code} body={self._snippet(response)}"
-            self._retry_or_raise(label, attempt, reason, retry_after_seconds(response))
+            self._retry_or_raise(
+                label, attempt, reason, retry_after_seconds(response), policy, deadline
+            )
 
     def _send_once(
         self,
@@ -223,23 +272,27 @@ class HttpClient:
             )
 
     def _retry_or_raise(
-        self, label: str, attempt: int, reason: str, retry_after: float | None
+        self, label: str, attempt: int, reason: str, retry_after: float | None,
+        policy: RetryPolicy, deadline: float | None,
     ) -> None:
         """Sleep before the next attempt, or raise `TransientError` if we should stop now."""
-        attempts = self.policy.max_attempts
-        gives_up = attempt >= attempts or (
-            retry_after is not None and retry_after > self.policy.max_delay
+        attempts = policy.max_attempts
+        delay = retry_after if retry_after is not None else policy.backoff(attempt, self.rand)
+        out_of_time = deadline is not None and time.monotonic() + delay >= deadline
+        gives_up = out_of_time or attempt >= attempts or (
+            retry_after is not None and retry_after > policy.max_delay
         )
         if gives_up:
             log.warning(
-                "http giving up service=%s label=%s attempt=%d/%d retry_after=%s reason=%s",
-                self.service, label, attempt, attempts, retry_after, reason,
+                "http giving up service=%s label=%s attempt=%d/%d retry_after=%s "
+                "out_of_time=%s reason=%s",
+                self.service, label, attempt, attempts, retry_after, out_of_time, reason,
             )
+            budget = f" (time budget of {self.total_timeout:g}s spent)" if out_of_time else ""
             raise TransientError(
-                f"{self.service} {label}: failed after {attempt} attempt(s): {reason}",
+                f"{self.service} {label}: failed after {attempt} attempt(s){budget}: {reason}",
                 retry_after=retry_after,
             )
-        delay = retry_after if retry_after is not None else self.policy.backoff(attempt, self.rand)
         log.warning(
             "http retry service=%s label=%s attempt=%d/%d delay=%.2f reason=%s",
             self.service, label, attempt, attempts, delay, reason,

@@ -1,15 +1,15 @@
 """What the operator's CLI (manage.py) does, kept apart from argument parsing so it can be tested.
 
 Every decision an operator takes goes through the same table the emergency SQL uses
-(approval_statuses), so the worker treats it exactly like a user's button press. Errors the operator can fix raise `OperatorError` with a
-message meant to be printed as it is.
+(approval_statuses), so the worker treats it exactly like a user's button press. Errors the
+operator can fix raise `OperatorError` with a message meant to be printed as it is.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Sequence
 from urllib.parse import urlsplit
 
@@ -148,6 +148,25 @@ def retry(db: Database, job_id: int) -> str:
     return requeued["step"]
 
 
+def resend(db: Database, job_id: int) -> None:
+    """Send a video whose delivery is unknown once more, exactly as the user's "send again"
+    button does: the next worker run uploads it. Refused for any other delivery state."""
+    job = get_job(db, job_id)
+    if queue.request_resend(db, job_id, "operator"):
+        log.info("operator asked for a resend job=%s", job_id)
+        return
+    delivery = db.one("ops_job_delivery", id=job_id)
+    if delivery is None or delivery["state"] != "unknown":
+        state = delivery["state"] if delivery else "not started"
+        raise OperatorError(
+            f"job {job_id}: its delivery is {state}; only a video whose delivery is unknown is "
+            "sent again (a failed job: use retry)"
+        )
+    if job["state"] == "running":
+        raise OperatorError(f"job {job_id} is running: resend it once the worker has finished it")
+    raise OperatorError(f"job {job_id} is {job['state']}: its video is gone (use retry)")
+
+
 def _decision(db: Database, job_id: int, gate: str) -> str:
     return next(
         (row["status"] for row in db.run("ops_job_approvals", id=job_id)
@@ -182,6 +201,16 @@ def prune(db: Database, older_than_days: int, dry_run: bool = False) -> PruneCou
 
 def _key_values(counts: PruneCounts) -> str:
     return " ".join(f"{name}={value}" for name, value in vars(counts).items())
+
+
+def render_webhook_url(public_url: str) -> str:
+    """The webhook URL from the service's public address (Render's RENDER_EXTERNAL_URL)."""
+    if not public_url:
+        raise OperatorError(
+            "give the webhook URL (https://<service>.onrender.com/), or run this in the web "
+            "service's Shell on Render, where RENDER_EXTERNAL_URL names it"
+        )
+    return public_url.rstrip("/") + "/"
 
 
 def check_webhook_url(url: str) -> None:
@@ -223,10 +252,10 @@ def format_time(value: datetime | int | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, int):
-        value = datetime.fromtimestamp(value, timezone.utc)
+        value = datetime.fromtimestamp(value, UTC)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def short(text: str | None, limit: int = ERROR_PREVIEW_CHARS) -> str:

@@ -42,6 +42,7 @@ class ClaimedJob:
     checkpoints: dict[str, Any]
     gate_message_id: int | None
     status_message_id: int | None
+    status_text: str | None
     created_at: datetime
     prev_state: str
     prev_gate: str | None
@@ -124,13 +125,16 @@ def checkpoint(
     job.attempts = 1
 
 
-def set_status_message(db: Database, job: ClaimedJob, message_id: int) -> None:
+def set_status_message(db: Database, job: ClaimedJob, message_id: int, text: str) -> None:
+    """Record the job's progress message and the text it now shows."""
     _fenced(
-        db.run("set_status_message", id=job.id, token=job.lease_token, message_id=message_id),
+        db.run("set_status_message", id=job.id, token=job.lease_token, message_id=message_id,
+               text=text),
         job,
         "set status message",
     )
     job.status_message_id = message_id
+    job.status_text = text
 
 
 def open_gate(
@@ -153,6 +157,15 @@ def open_gate(
 
 def complete(db: Database, job: ClaimedJob) -> None:
     _fenced(db.run("complete_job", id=job.id, token=job.lease_token), job, "complete")
+
+
+def defer(db: Database, job: ClaimedJob, delay: float, reason: str) -> None:
+    """Run the job again in `delay` seconds without counting this attempt (a rate limit)."""
+    _fenced(
+        db.run("defer_job", id=job.id, token=job.lease_token, delay=delay, reason=reason[:2000]),
+        job,
+        "defer",
+    )
 
 
 def fail(
@@ -214,3 +227,37 @@ def load_artifacts(db: Database, job_id: int, prefix: str = "") -> dict[str, byt
         row["name"]: bytes(row["content"])
         for row in db.run("load_artifacts", id=job_id, prefix=prefix)
     }
+
+
+def begin_delivery(db: Database, job: ClaimedJob) -> None:
+    """Record that the upload begins (a new record, or one 'failed' or 'resend'). The caller
+    read the record under this lease, so a record in any other state means another run has
+    taken the job over: stop, as after a lost lease."""
+    row = _fenced(db.run("begin_delivery", id=job.id, token=job.lease_token), job, "begin delivery")
+    if not row["created"]:
+        raise LeaseLost(f"job {job.id}: another run holds the delivery record")
+
+
+def finish_delivery(db: Database, job: ClaimedJob, message_id: int) -> None:
+    """Record the message Telegram answered with: the video is sent."""
+    _fenced(
+        db.run("finish_delivery", id=job.id, token=job.lease_token, message_id=message_id),
+        job,
+        "finish delivery",
+    )
+
+
+def end_delivery(db: Database, job: ClaimedJob, outcome: str, error: str) -> None:
+    """Record an upload that did not end in a message: 'failed' (not sent) or 'unknown'."""
+    _fenced(
+        db.run("end_delivery", id=job.id, token=job.lease_token, outcome=outcome,
+               error=error[:2000]),
+        job,
+        f"delivery {outcome}",
+    )
+
+
+def request_resend(db: Database, job_id: int, requested_by: str) -> bool:
+    """Ask for a video whose delivery is unknown once more (the user's button, the operator's
+    CLI); the worker sends it. False when there is nothing to resend."""
+    return bool(db.run("request_resend", job_id=job_id, requested_by=requested_by))

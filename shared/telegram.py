@@ -4,6 +4,12 @@ Calls go to `{api_base}/bot{token}/{method}`. Transient failures (429 with
 `parameters.retry_after`, 5xx, network errors) are retried by `shared.http`; everything else
 that Telegram refuses becomes a final `TelegramError`. The token never reaches a log line or an
 exception message.
+
+A 429 is about the bot, not one request: its `retry_after` pauses that method for every client
+of the same bot in this process. A call during a pause waits it out when it is short (up to the
+retry policy's `max_delay`) and raises `RateLimited` at once when it is longer, so that the
+caller can skip it (a progress edit) or reschedule its work (a delivery). Other worker
+processes learn of the limit by their own 429.
 """
 
 from __future__ import annotations
@@ -11,14 +17,15 @@ from __future__ import annotations
 import json
 import logging
 import mimetypes
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import requests
 
-from shared.errors import PermanentError
-from shared.http import HttpClient, RetryPolicy, UploadFile
+from shared.errors import PermanentError, TransientError
+from shared.http import HttpClient, RetryPolicy, UploadFile, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,40 @@ class TelegramError(PermanentError):
 
 class ChatBlocked(TelegramError):
     """The user blocked the bot or deleted their account: stop sending to this chat."""
+
+
+class RateLimited(TransientError):
+    """Telegram asked the bot to wait `retry_after` seconds before this kind of call again.
+    The call was not made, or was answered 429: either way, it did not take effect."""
+
+
+class _Pauses:
+    """Until when each method of one bot is paused, shared by the threads of this process."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._until: dict[str, float] = {}
+
+    def pause(self, method: str, seconds: float) -> None:
+        with self._lock:
+            until = time.monotonic() + seconds
+            self._until[method] = max(until, self._until.get(method, 0.0))
+
+    def left(self, method: str | None = None) -> float:
+        """Seconds until `method` (None: every method) may be called again; 0 when it may."""
+        now = time.monotonic()
+        with self._lock:
+            ends = [self._until.get(method, 0.0)] if method else list(self._until.values())
+        return max([end - now for end in ends] + [0.0])
+
+
+_PAUSES: dict[str, _Pauses] = {}
+_PAUSES_LOCK = threading.Lock()
+
+
+def _pauses_of(bot_url: str) -> _Pauses:
+    with _PAUSES_LOCK:
+        return _PAUSES.setdefault(bot_url, _Pauses())
 
 
 def fit_text(text: str, limit: int) -> str:
@@ -84,14 +125,30 @@ class TelegramClient:
         if not token:
             raise ValueError("a Telegram bot token is required")
         self._base = f"{api_base.rstrip('/')}/bot{token}"
+        self._sleep = sleep
+        self._pauses = _pauses_of(self._base)
+        session = session or requests.Session()
+        session.hooks["response"].append(self._note_rate_limit)
         self._http = HttpClient(
             service="telegram",
             secrets=(token,),
-            session=session or requests.Session(),
+            session=session,
             sleep=sleep,
             timeout=timeout,
             policy=policy or RetryPolicy(),
         )
+
+    def paused_for(self, method: str | None = None) -> float:
+        """Seconds left of the bot's pause of `method` (None: of any method); 0 when none."""
+        return self._pauses.left(method)
+
+    def _note_rate_limit(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        """Every 429, also one `shared.http` retries by itself, pauses its method at once."""
+        if response.status_code == 429:
+            method = response.url.rsplit("/", 1)[-1]
+            seconds = retry_after_seconds(response) or 1.0
+            self._pauses.pause(method, seconds)
+            log.warning("telegram rate limited method=%s retry_after=%.1f", method, seconds)
 
     def call(
         self,
@@ -99,28 +156,55 @@ class TelegramClient:
         *,
         files: dict[str, UploadFile] | None = None,
         http_timeout: float | None = None,
+        idempotent: bool = True,
+        best_effort: bool = False,
         **params: Any,
     ) -> Any:
         """Call `method` with `params` (None values are left out); return Telegram's `result`.
 
         Without files the parameters go as a JSON body; with files, as multipart form fields
         (objects such as `reply_markup` JSON-encoded, as the Bot API expects). `http_timeout`
-        overrides the client's timeout for this call.
+        overrides the client's timeout for this call. A call that must not happen twice
+        (`idempotent=False`, sending a video) raises `OutcomeUnknown` when no answer comes back
+        once it may have arrived. A `best_effort` call (a progress edit) is tried once and never
+        waits for a pause. Raises `RateLimited` when Telegram keeps asking the bot to wait
+        (429s past the retry policy's attempts) or asks for longer than its `max_delay`, and
+        for a `best_effort` call, when it asks to wait at all.
         """
         params = {name: value for name, value in params.items() if value is not None}
         chat = params.get("chat_id", "-")
+        self._wait_for_pause(method, chat, patient=not best_effort)
         log.debug("telegram call method=%s chat=%s files=%s", method, chat, sorted(files or ()))
         url = f"{self._base}/{method}"
-        if files:
-            response = self._http.request(
-                "POST", url, label=method, form=_form_fields(params), files=files,
-                timeout=http_timeout,
-            )
+        policy = RetryPolicy(max_attempts=1) if best_effort else None
+        try:
+            if files:
+                response = self._http.request(
+                    "POST", url, label=method, form=_form_fields(params), files=files,
+                    timeout=http_timeout, idempotent=idempotent, policy=policy,
+                )
+            else:
+                response = self._http.request(
+                    "POST", url, label=method, json_body=params, timeout=http_timeout,
+                    idempotent=idempotent, policy=policy,
+                )
+        except TransientError as exc:
+            if exc.retry_after is None:  # 5xx, no connection, OutcomeUnknown: as they are
+                raise
+            error = exc  # the 429s paused `method` already (_note_rate_limit)
         else:
-            response = self._http.request(
-                "POST", url, label=method, json_body=params, timeout=http_timeout
-            )
-        return self._result(method, chat, response)
+            return self._result(method, chat, response)
+        raise RateLimited(str(error), retry_after=error.retry_after)
+
+    def _wait_for_pause(self, method: str, chat: Any, *, patient: bool) -> None:
+        """Sleep out a short pause of `method`; raise `RateLimited` for a long one."""
+        left = self._pauses.left(method)
+        if left <= 0:
+            return
+        if not patient or left > self._http.policy.max_delay:
+            raise RateLimited(f"telegram {method}: paused for {left:.1f}s", retry_after=left)
+        log.info("telegram waits out a pause method=%s chat=%s seconds=%.1f", method, chat, left)
+        self._sleep(left)
 
     def _result(self, method: str, chat: Any, response: requests.Response) -> Any:
         """Telegram's `result` on `ok: true`; otherwise raise the matching `TelegramError`."""
@@ -153,9 +237,11 @@ class TelegramClient:
         reply_markup: dict[str, Any] | None = None,
         reply_to_message_id: int | None = None,
         parse_mode: str | None = None,
+        best_effort: bool = False,
     ) -> dict[str, Any]:
         return self.call(
             "sendMessage",
+            best_effort=best_effort,
             chat_id=chat_id,
             text=fit_text(text, MAX_TEXT_CHARS),
             reply_markup=reply_markup,
@@ -174,10 +260,11 @@ class TelegramClient:
         *,
         reply_markup: dict[str, Any] | None = None,
         parse_mode: str | None = None,
+        best_effort: bool = False,
     ) -> dict[str, Any] | None:
         """Edit a message's text; return the edited message, or None if nothing changed."""
         return self._edit(
-            "editMessageText", chat_id=chat_id, message_id=message_id,
+            "editMessageText", best_effort=best_effort, chat_id=chat_id, message_id=message_id,
             text=fit_text(text, MAX_TEXT_CHARS), reply_markup=reply_markup, parse_mode=parse_mode,
         )
 
@@ -247,13 +334,17 @@ class TelegramClient:
         reply_markup: dict[str, Any] | None = None,
         supports_streaming: bool = True,
     ) -> dict[str, Any]:
-        """Upload a video; the thumbnail goes as its own part, referenced by `attach://`."""
+        """Upload a video; the thumbnail goes as its own part, referenced by `attach://`.
+
+        Never sent twice by this call: once the upload may have arrived, a lost answer raises
+        `OutcomeUnknown` (only 429/5xx answers, which mean "not sent", are retried)."""
         files = {"video": _upload(video)}
         if thumbnail is not None:
             files["thumbnail"] = _upload(thumbnail)
         return self.call(
             "sendVideo",
             files=files,
+            idempotent=False,
             chat_id=chat_id,
             duration=max(1, round(duration)),
             width=width,
@@ -265,6 +356,9 @@ class TelegramClient:
         )
 
     def send_chat_action(self, chat_id: int | str, action: str) -> bool:
+        """Show "uploading…" and the like; skipped (False) while the method is paused."""
+        if self.paused_for("sendChatAction"):
+            return False
         return self.call("sendChatAction", chat_id=chat_id, action=action)
 
     def answer_callback_query(

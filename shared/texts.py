@@ -152,6 +152,29 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "press_not_yours": {"ru": "⛔ Это не ваша кнопка.", "en": "⛔ This button is not yours."},
     "press_invalid": {"ru": "⛔ Эта кнопка недействительна.", "en": "⛔ This button is not valid."},
+    # --- A delivery whose outcome is unknown, and its "send again" button ---
+    "delivery_unknown": {
+        "ru": (
+            "⚠️ Видео для задания #{job_id} могло не дойти: Telegram не подтвердил отправку. "
+            "Если его нет выше, нажмите кнопку — я отправлю его ещё раз."
+        ),
+        "en": (
+            "⚠️ The video for job #{job_id} may not have arrived: Telegram did not confirm it. "
+            "If you don't see it above, press the button and I'll send it again."
+        ),
+    },
+    "progress_unknown": {"ru": "⚠️ Отправлено без подтверждения", "en": "⚠️ Sent, not confirmed"},
+    "button_resend": {"ru": "📤 Отправить ещё раз", "en": "📤 Send it again"},
+    "pressed_resend": {"ru": "📤 Отправляю видео ещё раз", "en": "📤 Sending the video again"},
+    "decided_resend": {"ru": "📤 Отправляю ещё раз", "en": "📤 Sending it again"},
+    "resend_not_needed": {
+        "ru": "Это видео уже отправлено ещё раз.",
+        "en": "This video has already been sent again.",
+    },
+    "resend_busy": {
+        "ru": "⏳ Я ещё заканчиваю это задание — нажмите через минуту.",
+        "en": "⏳ I'm still finishing this job; press again in a minute.",
+    },
     # --- Worker messages ---
     "script_header": {"ru": "📝 Сценарий: «{title}»", "en": "📝 Script: \"{title}\""},
     "script_scene": {"ru": "{number}. {text}", "en": "{number}. {text}"},
@@ -183,6 +206,16 @@ TEXTS: dict[str, dict[str, str]] = {
     "job_cancelled": {
         "ru": "❌ Задание #{job_id} отменено.",
         "en": "❌ Job #{job_id} was cancelled.",
+    },
+    "bot_unavailable": {
+        "ru": (
+            "😔 Задание #{job_id} остановлено: бот сейчас недоступен (его владельцу нужно "
+            "исправить настройки). Попробуйте позже."
+        ),
+        "en": (
+            "😔 Job #{job_id} has stopped: the bot is unavailable right now (its owner needs to "
+            "fix its settings). Please try again later."
+        ),
     },
     "job_failed": {
         "ru": "⚠️ Не удалось {what}. Отправьте описание снова, чтобы повторить.",

@@ -33,7 +33,9 @@ def sleeps() -> list[float]:
     return []
 
 
-def make_client(sleeps: list[float], **policy: float) -> HttpClient:
+def make_client(
+    sleeps: list[float], total_timeout: float | None = None, **policy: float
+) -> HttpClient:
     return HttpClient(
         service="openai",
         secrets=(API_KEY,),
@@ -41,6 +43,7 @@ def make_client(sleeps: list[float], **policy: float) -> HttpClient:
         timeout=5.0,
         policy=RetryPolicy(**policy),
         rand=lambda: 1.0,
+        total_timeout=total_timeout,
     )
 
 
@@ -136,6 +139,39 @@ def test_read_timeout_is_retried_then_transient(sleeps: list[float]) -> None:
         with pytest.raises(TransientError, match="Timeout"):
             client.request("POST", url, label="/x", json_body={}, timeout=0.2)
     assert len(sleeps) == 1
+
+
+def test_x_should_retry_false_is_obeyed(server: OpenAIServer, sleeps: list[float]) -> None:
+    server.respond_next(PATH, Reply.json(503, {"error": {}}, {"x-should-retry": "false"}))
+    assert post_chat(make_client(sleeps), server) == 503
+    assert sleeps == [] and len(server.requests_to(PATH)) == 1
+
+
+def test_x_should_retry_true_retries_even_a_4xx(server: OpenAIServer, sleeps: list[float]) -> None:
+    server.respond_next(PATH, Reply.json(409, {"error": {}}, {"X-Should-Retry": "true"}))
+    assert post_chat(make_client(sleeps), server) == 200
+    assert [r.status for r in server.requests_to(PATH)] == [409, 200]
+
+
+def test_no_sleep_runs_past_the_time_budget(server: OpenAIServer, sleeps: list[float]) -> None:
+    server.fail_next(PATH, 429, retry_after=2)
+    with pytest.raises(TransientError, match="time budget of 1s spent") as raised:
+        post_chat(make_client(sleeps, total_timeout=1.0), server)
+    assert raised.value.retry_after == 2.0
+    assert sleeps == [] and len(server.requests_to(PATH)) == 1
+
+
+def test_the_time_budget_bounds_every_attempt() -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1/x"
+        client = HttpClient(service="openai", timeout=30.0, total_timeout=0.5,
+                            policy=RetryPolicy(base_delay=0.1))
+        began = time.monotonic()
+        with pytest.raises(TransientError, match="Timeout"):
+            client.request("POST", url, label="/x", json_body={})
+    assert time.monotonic() - began < 1.0
 
 
 def test_malformed_url_is_permanent() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, Iterator
 
 import pytest
@@ -13,6 +13,7 @@ import pytest
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
 from shared import ops, queue
+from shared.migrate import migration_files
 from tests.conftest import REPO_ROOT, child_env
 
 LEASE = 60.0
@@ -332,7 +333,8 @@ def test_migrate_applies_then_reports_up_to_date(schema_env, db):
         db.execute(f"DROP SCHEMA IF EXISTS {fresh['DATABASE_SCHEMA']} CASCADE")
 
     assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
-    assert first.stdout.strip() == "applied: 001_schema.sql"
+    assert first.stdout.strip() == "applied: " + ", ".join(path.name for path in migration_files())
+    assert first.stdout.startswith("applied: 001_schema.sql, 002_")
     assert second.stdout.strip() == "schema is up to date"
 
 
@@ -381,7 +383,7 @@ def test_webhook_info_shows_the_last_delivery_error(telegram):
     env = telegram_env(telegram)
     assert manage({}, "set-webhook", "https://127.0.0.1/telegram", **env).returncode == 0
     telegram.push_message(100, "a cat")  # nothing listens on 127.0.0.1:443: delivery fails
-    error_date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:")
+    error_date = datetime.now(UTC).strftime("%Y-%m-%d %H:")
 
     result = manage({}, "webhook-info", **env)
 

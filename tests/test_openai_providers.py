@@ -15,7 +15,7 @@ from PIL import Image
 from localapi import Reply
 from localapi.openai_server import OpenAIServer
 from shared.config import ConfigError, Settings
-from shared.errors import PermanentError, TransientError
+from shared.errors import OwnerActionNeeded, PermanentError, TransientError
 from shared.http import RetryPolicy
 from shared.plan import Scene, ScenePlan
 from shared.providers import Providers, make_providers
@@ -113,10 +113,10 @@ def test_rejected_key_is_permanent_at_once_and_never_logged(
     caplog.set_level(logging.DEBUG)
     wrong_key = "sk-wrong-key-000000000000000000"
     client = OpenAIClient(server.start(), wrong_key, sleep=sleeps.append)
-    with pytest.raises(PermanentError, match="OpenAI rejected the API key at") as raised:
+    with pytest.raises(OwnerActionNeeded, match="API key was rejected.*OPENAI_API_KEY") as raised:
         OpenAIScript(client, "gpt-4o-mini").write(DESCRIPTION, "en", 20)
     assert len(server.requests) == 1 and sleeps == []
-    assert "OpenAI rejected the API key at" in caplog.text
+    assert "openai needs the owner" in caplog.text
     assert wrong_key not in caplog.text and wrong_key not in str(raised.value)
 
 

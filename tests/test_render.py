@@ -11,10 +11,9 @@ import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from shared.media import ffmpeg_exe, probe
+from shared.media import FONTS_DIR, ffmpeg_exe, probe
 from shared.pipeline.render import RenderResult, render_video, video_bitrate_for
 from shared.pipeline.storyboard import make_storyboard
-from shared.media import FONTS_DIR
 from shared.pipeline.subtitles import FONT_FAMILY
 from shared.plan import ScenePlan, plan_from_text
 from shared.providers.local import LocalVisuals, LocalVoice

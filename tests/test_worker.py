@@ -206,7 +206,9 @@ def test_rejected_api_key_fails_fast_and_says_what_failed(db, worker_env, telegr
         job_id = enqueue(db, "A city at night with neon lights.")
         worker.tick()
     assert job(db, job_id)["state"] == "failed"
-    assert "⚠️ Could not write the script. Send the description again to retry." in texts_sent(telegram)
+    notices = texts_sent(telegram)
+    assert f"😔 Job #{job_id} has stopped: the bot is unavailable right now" in notices[-1]
+    assert not any("Send the description again" in text for text in notices), "only the owner can fix a key"
     assert "sk-wrong-key-000000" not in caplog.text
 
 
@@ -307,7 +309,7 @@ def test_worker_warns_when_the_database_grows_past_the_limit(db, worker_env, cap
 
 @pytest.mark.parametrize(("earlier_run", "state", "notice"), [
     ("sent", "done", "✅ Done"),
-    ("sending", "failed", "⚠️ Could not send the video. Send the description again to retry."),
+    ("sending", "done", "⚠️ Sent, not confirmed"),
 ])
 def test_a_delivery_an_earlier_run_started_is_never_sent_again(db, worker_env, telegram,
                                                                earlier_run, state, notice):

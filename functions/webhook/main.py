@@ -59,7 +59,7 @@ def _load_settings() -> Settings:
 
 SETTINGS = _load_settings()
 setup_logging(SETTINGS.log_level)
-_SECRET = SETTINGS.telegram_webhook_secret.encode()
+_SECRET = SETTINGS.webhook_secret_token.encode()
 _thread_state = threading.local()
 _migration_lock = threading.Lock()
 _migrated = False

@@ -1,9 +1,12 @@
 """The cron worker: `python -m functions.worker` is one tick.
 
 A tick claims one job at a time and runs it until nothing is runnable or WORKER_MAX_SECONDS is
-spent; then it claims nothing new and exits 0. `--loop` keeps polling, for local runs. The exit
-code is non-zero only when the worker cannot run at all (configuration, database), with a
-message that says why.
+spent; then it claims nothing new. With WORKER_LISTEN_SECONDS it then stays up to that long in
+all (from its start) and runs another tick as soon as a job, a decision or a revision is
+inserted (LISTEN, see sql/002_notify.sql); otherwise it exits 0 at once. `--loop` keeps going:
+a tick on each notification, and at least every WORKER_POLL_SECONDS so that retries and gate
+deadlines come due. The exit code is non-zero only when the worker cannot run at all
+(configuration, database), with a message that says why.
 """
 
 from __future__ import annotations
@@ -62,14 +65,38 @@ def start(settings: Settings) -> tuple[dbmod.Database, TelegramClient, Providers
     return database, telegram, providers
 
 
+def listen(settings: Settings) -> dbmod.Database:
+    """A connection of its own that listens to the schema's wake channel. It holds no lease and
+    is idle between waits; subscribe before the first tick, so that nothing inserted after that
+    tick's last claim goes unnoticed."""
+    channel = dbmod.wake_channel(settings.database_schema)
+    listener = dbmod.connect(settings, "ai_video_bot-worker-listen")
+    listener.listen(channel)
+    log.info("worker listening channel=%s", channel)
+    return listener
+
+
+def wait_for_work(listener: dbmod.Database, deadline: float) -> bool:
+    """Wait until something is inserted for the worker to do (True) or `deadline` passes."""
+    while (left := deadline - time.monotonic()) > 0:
+        if job_ids := listener.wait_for_notify(left):
+            log.info("worker woken jobs=%s", ",".join(job_ids))
+            return True
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
+    started = time.monotonic()
     parser = argparse.ArgumentParser(prog="python -m functions.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--loop", action="store_true", help="keep polling for jobs (local runs)")
+    parser.add_argument("--loop", action="store_true",
+                        help="keep running: a tick on new work, and every WORKER_POLL_SECONDS")
     args = parser.parse_args(argv)
     try:
         settings = load_settings()
         setup_logging(settings.log_level)
         database, telegram, providers = start(settings)
+        listens = args.loop or settings.worker_listen_seconds > 0
+        listener = listen(settings) if listens else None
     except (ConfigError, dbmod.DatabaseUrlError) as exc:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -77,9 +104,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worker: cannot use the database ({dbmod.describe(settings)}): {exc}", file=sys.stderr)
         return 2
     warn_if_database_is_large(settings, database)
+    listen_until = started + settings.worker_listen_seconds
     while True:
         ran = run_tick(settings, database, telegram, providers)
         log.info("worker tick done jobs=%s", ran)
-        if not args.loop:
+        if listener is None:
             return 0
-        time.sleep(settings.worker_poll_seconds)
+        if args.loop:
+            wait_for_work(listener, time.monotonic() + settings.worker_poll_seconds)
+        elif not wait_for_work(listener, listen_until):
+            log.info("worker listen window over seconds=%s", settings.worker_listen_seconds)
+            return 0

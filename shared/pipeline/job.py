@@ -13,7 +13,7 @@ from shared import db as dbmod
 from shared import queue
 from shared.config import Settings
 from shared.providers import Providers
-from shared.telegram import TelegramClient
+from shared.telegram import RateLimited, TelegramClient
 from shared.texts import t
 
 log = logging.getLogger(__name__)
@@ -105,25 +105,34 @@ class StatusMessage:
     def __init__(self, ctx: JobContext) -> None:
         self._ctx = ctx
         self._last_edit = 0.0
-        self._shown = ""
 
     def show(self, key: str, *, force: bool = False, **fmt: object) -> None:
-        """Show text `key`; a forced update (a new step) waits out the interval, others skip."""
+        """Show text `key`; a forced update (a new step) waits out the interval, others skip.
+        The text shown is kept with the job, so no run edits the message to what it says.
+
+        Progress gives way to deliveries: while Telegram has the bot paused, an unforced update
+        is skipped, and a rate-limited one is dropped rather than fail the step."""
         text = t(key, self._ctx.language, **fmt)
-        if text == self._shown:
+        if text == self._ctx.job.status_text:
             return
+        telegram = self._ctx.telegram
         wait = self._last_edit + STATUS_EDIT_INTERVAL - time.monotonic()
-        if wait > 0 and not force:
+        if not force and (wait > 0 or telegram.paused_for()):
             return
         if wait > 0:
             time.sleep(wait)
         job = self._ctx.job
-        if job.status_message_id is None:
-            message = self._ctx.telegram.send_message(job.chat_id, text)
-            queue.set_status_message(self._ctx.db, job, message["message_id"])
-        else:
-            self._ctx.telegram.edit_message_text(job.chat_id, job.status_message_id, text)
-        self._shown = text
+        try:
+            if job.status_message_id is None:
+                message_id = telegram.send_message(job.chat_id, text, best_effort=not force)["message_id"]
+            else:
+                message_id = job.status_message_id
+                telegram.edit_message_text(job.chat_id, message_id, text, best_effort=not force)
+        except RateLimited as exc:
+            log.info("progress not shown job=%s chat=%s key=%s retry_after=%.1f",
+                     job.id, job.chat_id, key, exc.retry_after or 0.0)
+            return
+        queue.set_status_message(self._ctx.db, job, message_id, text)
         self._last_edit = time.monotonic()
 
 

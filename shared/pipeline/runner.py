@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 
 from shared import queue
-from shared.errors import PermanentError, TransientError
+from shared.errors import OwnerActionNeeded, PermanentError, TransientError
 from shared.pipeline.job import CancelRequested, Heartbeat, JobContext
 from shared.pipeline.steps import REVIEW_OF_GATE, STEP_AFTER_GATE, STEP_REDONE_BY_GATE, STEPS
 from shared.telegram import ChatBlocked
@@ -105,5 +105,7 @@ def _fail(ctx: JobContext, exc: BaseException, *, permanent: bool, retry_after: 
     except queue.LeaseLost:
         return
     log.warning("job step failed job=%s step=%s state=%s error=%s", job.id, job.step, state, error)
-    if state == "failed":
+    if state == "failed" and isinstance(exc, OwnerActionNeeded):
+        _notify(ctx, t("bot_unavailable", ctx.language, job_id=job.id))
+    elif state == "failed":
         _notify(ctx, failure_notice(FAILURE_STEP_NAMES.get(job.step, job.step), ctx.language))

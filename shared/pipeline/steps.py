@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 from shared import queue
-from shared.buttons import gate_keyboard
-from shared.errors import PermanentError
+from shared.buttons import gate_keyboard, resend_keyboard
+from shared.errors import OutcomeUnknown, PermanentError, TransientError
 from shared.media import audio_duration
 from shared.pipeline.job import ChatAction, JobContext
 from shared.pipeline.render import render_video
 from shared.pipeline.storyboard import make_storyboard
 from shared.plan import ScenePlan, parse_edited_script
+from shared.telegram import ChatBlocked, RateLimited, TelegramError
 from shared.texts import script_message, t
 
 log = logging.getLogger(__name__)
@@ -110,11 +111,15 @@ def step_review(ctx: JobContext) -> bool:
 
 
 def step_media(ctx: JobContext) -> bool:
-    """A voice-over and a still per scene. Voices already made survive a retry; a storyboard
-    regeneration draws new stills for the same voices."""
+    """A voice-over and a still per scene. Voices and stills already made (and paid for) survive
+    a retry: each still drawn is checkpointed with its variant, so only a storyboard
+    regeneration, which asks for a new variant, draws them again (for the same voices)."""
     plan = _plan(ctx)
     variant = _revision(ctx, "storyboard").get("count", 0)
+    progress = ctx.job.checkpoints.get("media") or {}
+    drawn = set(progress.get("stills_drawn", [])) if progress.get("stills_variant") == variant else set()
     made = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
+    stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/")
     durations: list[float] = []
     with _work_dir(ctx) as tmp:
         work = Path(tmp)
@@ -130,12 +135,20 @@ def step_media(ctx: JobContext) -> bool:
             ctx.check()
             queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
         for index in range(len(plan.scenes)):
+            name = f"image/{index:02d}.png"
+            if index in drawn and name in stills:
+                continue
             ctx.status.show("progress_images", pct=100 * index // len(plan.scenes))
             path = work / f"image-{index:02d}.png"
             ctx.providers.visuals.draw(plan, index, ctx.settings.video_size, path, variant=variant)
             ctx.check()
-            queue.save_artifact(ctx.db, ctx.job, f"image/{index:02d}.png", path.read_bytes())
-    ctx.checkpoint({"durations": durations}, "review_storyboard")
+            queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
+            drawn.add(index)
+            ctx.checkpoint({"stills_variant": variant, "stills_drawn": sorted(drawn)}, "media")
+    ctx.checkpoint(
+        {"durations": durations, "stills_variant": variant, "stills_drawn": sorted(drawn)},
+        "review_storyboard",
+    )
     return False
 
 
@@ -175,42 +188,84 @@ def step_render(ctx: JobContext) -> bool:
 
 
 def step_deliver(ctx: JobContext) -> bool:
-    """Send the video at most once per job: the delivery record is written before the upload,
-    so a run after a crash mid-upload never sends it a second time."""
+    """Send the video, telling apart the outcomes of an upload (sql/003_delivery_outcomes.sql):
+    sent; not sent (Telegram answered with an error), retried later; unknown (no answer came
+    back), never sent again unasked: the user gets a button that sends it again. A rate limit
+    defers the job to when Telegram allows it, without counting an attempt."""
     job = ctx.job
     delivery = ctx.db.one("delivery_state", id=job.id)
-    if delivery is None:
-        files = queue.load_artifacts(ctx.db, job.id, "out/")
-        if _rewind_if_missing(ctx, files, 2, "render"):
-            return False
-        _send_video(ctx, files)
-    elif delivery["state"] != "sent":
-        raise PermanentError("an earlier run was interrupted while sending the video")
-    else:
-        log.info("video already delivered job=%s", job.id)
+    state = delivery["state"] if delivery else None
+    try:
+        if state == "sending":  # the run that began this upload ended before its answer
+            queue.end_delivery(ctx.db, job, "unknown", "an earlier run ended while sending the video")
+            state = "unknown"
+        if state in (None, "failed", "resend"):
+            files = queue.load_artifacts(ctx.db, job.id, "out/")
+            if _rewind_if_missing(ctx, files, 2, "render"):
+                return False
+            state = "sent" if _send_video(ctx, files) else "unknown"
+        elif state == "sent":
+            log.info("video already delivered job=%s", job.id)
+        if state == "unknown":
+            _offer_resend(ctx)
+            return True
+    except RateLimited as exc:
+        delay = exc.retry_after or 1.0
+        queue.defer(ctx.db, job, delay, f"deliver: {exc}")
+        log.info("delivery deferred job=%s chat=%s retry_after=%.1f", job.id, job.chat_id, delay)
+        return True
     ctx.status.show("progress_done", force=True)
     queue.complete(ctx.db, job)
     job.step = "done"
     return True
 
 
-def _send_video(ctx: JobContext, files: dict[str, bytes]) -> None:
+def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
+    """Upload the video: True when Telegram answered with the message, False when no answer came
+    back (the outcome is unknown). An error answer, or a request that never left, is recorded
+    as not sent and raised: `RateLimited` (the job is deferred), `ChatBlocked`, or a
+    `TransientError` that retries the step with backoff (Telegram's refusal included)."""
     job = ctx.job
-    if not ctx.db.one("begin_delivery", id=job.id, token=job.lease_token)["created"]:
-        raise PermanentError("another run has started sending the video")
     video = job.checkpoints["render"]
     ctx.status.show("progress_sending", force=True)
+    queue.begin_delivery(ctx.db, job)
     with _work_dir(ctx) as tmp:
         paths = {path.name: path for path in _write_files(files, Path(tmp))}
-        with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
-            message = ctx.telegram.send_video(
-                job.chat_id, paths["out-video.mp4"],
-                duration=video["duration"], width=video["width"], height=video["height"],
-                thumbnail=paths["out-thumb.jpg"],
-                caption=t("video_caption", ctx.language, title=_plan(ctx).title),
-            )
-    ctx.db.run("finish_delivery", id=job.id, message_id=message["message_id"])
-    log.info("video delivered job=%s message=%s", job.id, message["message_id"])
+        try:
+            with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
+                message = ctx.telegram.send_video(
+                    job.chat_id, paths["out-video.mp4"],
+                    duration=video["duration"], width=video["width"], height=video["height"],
+                    thumbnail=paths["out-thumb.jpg"],
+                    caption=t("video_caption", ctx.language, title=_plan(ctx).title),
+                )
+        except OutcomeUnknown as exc:
+            queue.end_delivery(ctx.db, job, "unknown", str(exc))
+            log.warning("video outcome unknown job=%s chat=%s error=%s", job.id, job.chat_id, exc)
+            return False
+        except (TransientError, PermanentError) as exc:
+            queue.end_delivery(ctx.db, job, "failed", str(exc))
+            log.warning("video not sent job=%s chat=%s error=%s", job.id, job.chat_id, exc)
+            if isinstance(exc, TelegramError) and not isinstance(exc, ChatBlocked):
+                raise TransientError(f"video not sent: {exc}") from None
+            raise
+    queue.finish_delivery(ctx.db, job, message["message_id"])
+    log.info("video delivered job=%s chat=%s message=%s", job.id, job.chat_id, message["message_id"])
+    return True
+
+
+def _offer_resend(ctx: JobContext) -> None:
+    """The video may or may not have arrived, and a second copy must not go unasked: tell the
+    user, with a button that sends it again, and finish the job keeping the video."""
+    job = ctx.job
+    ctx.status.show("progress_unknown", force=True)
+    ctx.telegram.send_message(
+        job.chat_id, t("delivery_unknown", ctx.language, job_id=job.id),
+        reply_markup=resend_keyboard(job.id, ctx.language),
+    )
+    queue.complete(ctx.db, job)
+    job.step = "done"
+    log.info("resend offered job=%s chat=%s", job.id, job.chat_id)
 
 
 STEPS: dict[str, Callable[[JobContext], bool]] = {

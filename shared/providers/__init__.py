@@ -52,7 +52,12 @@ def _openai_client(settings: Settings) -> "OpenAIClient | None":
         )
     from shared.providers.openai import OpenAIClient
 
-    return OpenAIClient(settings.openai_base_url, settings.openai_api_key)
+    return OpenAIClient(
+        settings.openai_base_url,
+        settings.openai_api_key,
+        timeout=settings.openai_timeout_seconds,
+        total_timeout=settings.openai_total_seconds,
+    )
 
 
 def _script_provider(settings: Settings, client: "OpenAIClient | None") -> ScriptProvider:

@@ -1,8 +1,12 @@
 """Script, voice and visuals providers for any OpenAI-compatible API.
 
 All three share one `OpenAIClient`: `Authorization: Bearer <key>`, retries of 429/5xx/timeouts
-through `shared.http` (then `TransientError`), and `PermanentError` at once for a rejected key
-(401/403) or any other refused request. The key never appears in logs or errors.
+through `shared.http` within a per-call time budget (then `TransientError`), `OwnerActionNeeded`
+at once for what only the owner can fix (a rejected key, no quota, a wrong URL or model, a server
+that says not to retry) and `RequestRefused` for any other refused request. The script provider
+falls back from a strict JSON schema to JSON mode to a schema spelled out in the prompt when a
+server refuses one, and reads JSON wrapped in a Markdown fence, a `<think>` block or prose. The
+key never appears in logs or errors.
 """
 
 from __future__ import annotations
@@ -12,22 +16,27 @@ import binascii
 import io
 import json
 import logging
+import re
+import threading
 import time
 import wave
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from shared.errors import PermanentError
-from shared.http import HttpClient, RetryPolicy
+from shared.errors import OwnerActionNeeded, PermanentError
+from shared.http import HttpClient, RetryPolicy, should_retry
 from shared.plan import MAX_SCENES, MIN_SCENES, ScenePlan
 
 log = logging.getLogger(__name__)
 
 SCRIPT_ATTEMPTS = 3
+SNIPPET_CHARS = 200
 LANGUAGE_NAMES = {"ru": "Russian", "en": "English"}
+QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
 SCENE_PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
@@ -55,6 +64,16 @@ SCENE_PLAN_SCHEMA: dict[str, Any] = {
     "required": ["title", "scenes"],
     "additionalProperties": False,
 }
+# The ways of asking for JSON, most reliable first: a strict schema the server enforces, JSON
+# mode (valid JSON, shape from the prompt), and no response_format (all from the prompt).
+SCRIPT_MODES = ("json_schema", "json_object", "prompt")
+# Phrases by which OpenAI, Ollama, vLLM, Groq, LM Studio and llama.cpp refuse a response_format.
+_FORMAT_REFUSAL_RE = re.compile(
+    r"response[_ .-]?format|json[_ -]?(?:schema|object|mode)|structured[_ -]?output",
+    re.IGNORECASE,
+)
+_THINK_RE = re.compile(r"\A\s*<think>.*?</think>", re.DOTALL)
+_FENCE_RE = re.compile(r"^[ \t]*```[\w-]*[ \t]*\n(.*?)\n[ \t]*```[ \t]*$", re.DOTALL | re.MULTILINE)
 # (portrait, landscape, square) generation sizes; gpt-image models are the default.
 _GPT_IMAGE_SIZES = ("1024x1536", "1536x1024", "1024x1024")
 _MODEL_SIZES = {
@@ -63,8 +82,48 @@ _MODEL_SIZES = {
 }
 
 
+class RequestRefused(PermanentError):
+    """The API refused a request as such (a 4xx other than those the owner must fix)."""
+
+    def __init__(self, message: str, *, status: int, detail: str, param: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.detail = detail
+        self.param = param
+
+
+@dataclass(frozen=True)
+class ApiError:
+    """The fields of an error body, whichever shape the server family uses."""
+
+    message: str
+    code: str = ""
+    type: str = ""
+    param: str = ""
+
+    @classmethod
+    def parse(cls, response: requests.Response) -> ApiError:
+        """Read `{"error": {...}}` (OpenAI, Ollama, Groq), `{"error": "..."}` (LM Studio),
+        `{"object": "error", "message": ...}` (older vLLM) or `{"detail": ...}` (FastAPI)."""
+        try:
+            body = response.json()
+        except ValueError:
+            return cls(response.text)
+        error = body.get("error", body) if isinstance(body, dict) else body
+        if not isinstance(error, dict):
+            return cls(error if isinstance(error, str) else json.dumps(error))
+        message = error.get("message", error.get("detail", ""))
+        return cls(
+            message if isinstance(message, str) else json.dumps(message, ensure_ascii=False),
+            *(str(error.get(name) or "") for name in ("code", "type", "param")),
+        )
+
+
 class OpenAIClient:
-    """POSTs JSON to `{base_url}{path}` and turns refusals into the right error kind."""
+    """POSTs JSON to `{base_url}{path}` and turns refusals into the right error kind.
+
+    `timeout` bounds one attempt and `total_timeout` a whole call, retries and backoff included.
+    """
 
     def __init__(
         self,
@@ -73,12 +132,14 @@ class OpenAIClient:
         *,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        timeout: float = 120.0,
+        timeout: float = 30.0,
+        total_timeout: float = 90.0,
         policy: RetryPolicy | None = None,
     ) -> None:
         if not api_key:
             raise ValueError("an OpenAI API key is required")
         self.base_url = base_url.rstrip("/")
+        self.total_timeout = total_timeout
         self._api_key = api_key
         self._http = HttpClient(
             service="openai",
@@ -87,63 +148,142 @@ class OpenAIClient:
             sleep=sleep,
             timeout=timeout,
             policy=policy or RetryPolicy(),
+            total_timeout=total_timeout,
+            retryable=_retryable,
         )
 
-    def post(self, path: str, payload: dict[str, Any]) -> requests.Response:
-        """The 2xx response; `PermanentError` for 4xx, `TransientError` once retries run out."""
+    def snippet(self, text: str) -> str:
+        """`text` redacted, on one line and cut to SNIPPET_CHARS: safe for a log or an error."""
+        return self._http.redact(" ".join(text.split()))[:SNIPPET_CHARS]
+
+    def post(
+        self, path: str, payload: dict[str, Any], *, timeout: float | None = None
+    ) -> requests.Response:
+        """The 2xx response, else raise: `OwnerActionNeeded` for what only the owner can fix,
+        `RequestRefused` for another 4xx, `TransientError` once retries or the budget run out.
+
+        `timeout` overrides the per-attempt timeout (never the total budget) for slow routes.
+        """
         url = f"{self.base_url}{path}"
         response = self._http.request(
-            "POST", url, label=path, json_body=payload,
+            "POST", url, label=path, json_body=payload, timeout=timeout,
             headers={"Authorization": f"Bearer {self._api_key}"},
         )
         if response.ok:
             return response
-        message = self._error_message(response)
-        if response.status_code in (401, 403):
-            log.error("OpenAI rejected the API key at %s status=%d message=%s",
-                      url, response.status_code, message)
-            raise PermanentError(
-                f"OpenAI rejected the API key at {url} (HTTP {response.status_code}): {message}"
-            )
-        log.error("openai request refused path=%s status=%d message=%s",
-                  path, response.status_code, message)
-        raise PermanentError(f"OpenAI refused {path} (HTTP {response.status_code}): {message}")
+        error = ApiError.parse(response)
+        status = response.status_code
+        detail = self.snippet(error.message)
+        owner_problem = _owner_problem(status, error, response, url, str(payload.get("model")))
+        if owner_problem:
+            log.error("openai needs the owner path=%s status=%d code=%s message=%s",
+                      path, status, error.code or error.type, detail)
+            raise OwnerActionNeeded(f"{owner_problem} (HTTP {status}: {detail})")
+        log.warning("openai request refused path=%s status=%d code=%s message=%s",
+                    path, status, error.code or error.type, detail)
+        raise RequestRefused(f"the API refused {path} (HTTP {status}): {detail}",
+                             status=status, detail=detail, param=error.param)
 
-    def _error_message(self, response: requests.Response) -> str:
-        """`error.message` from OpenAI's error body, redacted, or a piece of the raw body."""
-        try:
-            message = str(response.json()["error"]["message"])
-        except (ValueError, KeyError, TypeError):
-            message = response.text[:200]
-        return self._http.redact(" ".join(message.split()))
+
+def _is_quota(response: requests.Response, error: ApiError | None = None) -> bool:
+    if response.status_code not in (400, 429):
+        return False
+    error = error or ApiError.parse(response)
+    return error.code in QUOTA_CODES or error.type in QUOTA_CODES
+
+
+def _retryable(response: requests.Response) -> bool:
+    """`should_retry`, except that an exhausted quota is never retried: only money fixes it."""
+    return should_retry(response) and not _is_quota(response)
+
+
+def _owner_problem(
+    status: int, error: ApiError, response: requests.Response, url: str, model: str
+) -> str:
+    """What the owner must fix when only they can fix it, else ""."""
+    if _is_quota(response, error):
+        return (f"OpenAI says the account has no quota left ({error.code or error.type}): "
+                "add credit or change OPENAI_API_KEY")
+    if status == 401:
+        return f"the API key was rejected at {url}: check OPENAI_API_KEY"
+    if status == 403:
+        return (f"the API key may not use {url} with model {model}: check OPENAI_API_KEY and "
+                "the model settings")
+    if status == 404:
+        return (f"{url} or model {model} does not exist: check OPENAI_BASE_URL and the "
+                "OPENAI_*_MODEL settings")
+    if status == 429 or status >= 500:  # retryable, yet not retried: the server said so
+        return (f"the API asked not to retry {url} (x-should-retry: false): check the "
+                "provider's status and the OPENAI_* settings")
+    return ""
 
 
 class OpenAIScript:
-    """Writes a scene plan with a chat model using structured outputs (a strict JSON schema)."""
+    """Writes a scene plan with a chat model, asking for JSON in the best way the server takes.
+
+    The mode that worked is remembered per (base URL, model) for the process, so only the first
+    call to a server that refuses strict schemas pays for finding out.
+    """
+
+    _modes: ClassVar[dict[tuple[str, str], str]] = {}
+    _modes_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(self, client: OpenAIClient, model: str) -> None:
         self._client = client
         self._model = model
+        self._key = (client.base_url, model)
 
     def write(self, description: str, language: str, seconds: int, variant: int = 0) -> ScenePlan:
-        """Ask up to SCRIPT_ATTEMPTS times for a valid plan; `PermanentError` if none is."""
+        """Ask up to SCRIPT_ATTEMPTS times for a valid plan; `PermanentError` if none is.
+
+        A refused response_format moves on to the next mode without using up an attempt.
+        """
+        with self._modes_lock:
+            mode = self._modes.get(self._key, SCRIPT_MODES[0])
         problem = ""
-        for attempt in range(1, SCRIPT_ATTEMPTS + 1):
-            response = self._client.post("/chat/completions", self._request(
-                description, language, seconds, variant))
+        attempt = 0
+        while attempt < SCRIPT_ATTEMPTS:
+            payload = self._request(description, language, seconds, variant, mode)
+            try:
+                response = self._client.post("/chat/completions", payload)
+            except RequestRefused as refused:
+                mode = self._next_mode(mode, refused)
+                continue
+            self._remember(mode)
+            attempt += 1
             try:
                 return _plan_from_completion(response, language)
             except ValueError as exc:
                 problem = str(exc)
-                log.warning("openai script unusable attempt=%d/%d model=%s problem=%s",
-                            attempt, SCRIPT_ATTEMPTS, self._model, problem)
+                log.warning(
+                    "openai script unusable attempt=%d/%d model=%s mode=%s problem=%s "
+                    "content=%s", attempt, SCRIPT_ATTEMPTS, self._model, mode, problem,
+                    self._client.snippet(_content(response)),
+                )
         raise PermanentError(
             f"the model {self._model} gave no usable scene plan in {SCRIPT_ATTEMPTS} tries: "
             f"{problem}"
         )
 
+    def _next_mode(self, mode: str, refused: RequestRefused) -> str:
+        """The mode after `mode` if `refused` is about the response_format; else re-raise."""
+        index = SCRIPT_MODES.index(mode)
+        if index + 1 == len(SCRIPT_MODES) or not _refuses_response_format(refused):
+            raise refused
+        following = SCRIPT_MODES[index + 1]
+        log.warning("openai script mode refused model=%s mode=%s next=%s message=%s",
+                    self._model, mode, following, refused.detail)
+        return following
+
+    def _remember(self, mode: str) -> None:
+        with self._modes_lock:
+            if self._modes.get(self._key) != mode:
+                log.info("openai script mode chosen base_url=%s model=%s mode=%s",
+                         self._key[0], self._model, mode)
+                self._modes[self._key] = mode
+
     def _request(
-        self, description: str, language: str, seconds: int, variant: int
+        self, description: str, language: str, seconds: int, variant: int, mode: str
     ) -> dict[str, Any]:
         language_name = LANGUAGE_NAMES.get(language, language)
         instructions = (
@@ -161,18 +301,35 @@ class OpenAIScript:
                 f"\nThe user asked for a new version (number {variant + 1}): take a clearly "
                 "different angle, structure and title from the obvious one."
             )
-        return {
+        if mode != "json_schema":
+            instructions += (
+                "\nAnswer with a single JSON object, and nothing else, that follows this JSON "
+                f"schema:\n{json.dumps(SCENE_PLAN_SCHEMA, ensure_ascii=False)}"
+            )
+        payload: dict[str, Any] = {
             "model": self._model,
             "messages": [
                 {"role": "system", "content": instructions},
                 {"role": "user", "content": description},
             ],
-            "response_format": {
+        }
+        if mode == "json_schema":
+            payload["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "scene_plan", "strict": True,
                                 "schema": SCENE_PLAN_SCHEMA},
-            },
-        }
+            }
+        elif mode == "json_object":
+            payload["response_format"] = {"type": "json_object"}
+        return payload
+
+
+def _refuses_response_format(refused: RequestRefused) -> bool:
+    """True for a 400/422 whose parameter or wording points at the response_format."""
+    return refused.status in (400, 422) and (
+        refused.param.startswith("response_format")
+        or _FORMAT_REFUSAL_RE.search(refused.detail) is not None
+    )
 
 
 def _plan_from_completion(response: requests.Response, language: str) -> ScenePlan:
@@ -186,13 +343,46 @@ def _plan_from_completion(response: requests.Response, language: str) -> ScenePl
         raise ValueError(f"the model refused: {message['refusal']}")
     if choice.get("finish_reason") == "length":
         raise ValueError("the answer was cut off (finish_reason=length)")
+    data = extract_json_object(message.get("content") or "")
+    return ScenePlan.from_dict({**data, "language": language})
+
+
+def extract_json_object(content: str) -> dict[str, Any]:
+    """The one JSON object in a model's answer; ValueError if there is none or more than one.
+
+    Accepts bare JSON, and JSON after a leading `<think>…</think>` block (reasoning models), in a
+    Markdown fence, or with prose around it that holds no other `{`.
+    """
+    text = _THINK_RE.sub("", content, count=1).strip()
     try:
-        data = json.loads(message.get("content") or "")
+        data = json.loads(text)
     except ValueError:
-        raise ValueError("the message content is not valid JSON") from None
+        fenced = _FENCE_RE.search(text)
+        data = _single_object(fenced[1] if fenced else text)
     if not isinstance(data, dict):
         raise ValueError("the message content is not a JSON object")
-    return ScenePlan.from_dict({**data, "language": language})
+    return data
+
+
+def _single_object(text: str) -> Any:
+    start = text.find("{")
+    if start < 0:
+        raise ValueError("the message content is not valid JSON")
+    try:
+        data, end = json.JSONDecoder().raw_decode(text, start)
+    except ValueError:
+        raise ValueError("the message content is not valid JSON") from None
+    if "{" in text[end:]:
+        raise ValueError("the message content holds more than one JSON object")
+    return data
+
+
+def _content(response: requests.Response) -> str:
+    """The message content, or the raw body when there is none."""
+    try:
+        return str(response.json()["choices"][0]["message"]["content"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return response.text
 
 
 class OpenAIVoice:
@@ -259,7 +449,10 @@ class OpenAIVisuals:
         if self._model.startswith("dall-e"):
             # gpt-image models always answer base64 and reject this parameter.
             payload["response_format"] = "b64_json"
-        response = self._client.post("/images/generations", payload)
+        # gpt-image-1 takes 30-60 s for one picture, longer than a chat answer may: one attempt
+        # may use the whole budget of the call.
+        response = self._client.post("/images/generations", payload,
+                                     timeout=self._client.total_timeout)
         _save_fitted_png(_decode_image(response), size, Path(out_path))
 
 

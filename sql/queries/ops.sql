@@ -28,7 +28,7 @@ SELECT gate, kind, text, created_at, consumed_at
 FROM job_revisions WHERE job_id = :id::bigint ORDER BY id;
 
 -- name: ops_job_delivery
-SELECT state, telegram_message_id, started_at, sent_at
+SELECT state, telegram_message_id, started_at, sent_at, attempts, resends, last_error
 FROM deliveries WHERE job_id = :id::bigint;
 
 -- name: ops_job_events

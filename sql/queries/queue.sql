@@ -52,7 +52,7 @@ FROM candidates c
 WHERE j.id = c.id
 RETURNING j.id, j.chat_id, j.user_id, j.language, j.description, j.step, j.attempts,
           j.max_attempts, j.lease_token, j.checkpoints, j.gate_message_id, j.status_message_id,
-          j.created_at, c.prev_state, c.prev_gate, c.gate_expired,
+          j.status_text, j.created_at, c.prev_state, c.prev_gate, c.gate_expired,
           (SELECT a.status FROM approval_statuses a
            WHERE a.job_id = j.id::text AND a.approval_type = c.prev_gate) AS gate_decision,
           EXISTS (SELECT 1 FROM approval_statuses a
@@ -80,7 +80,8 @@ WHERE id = :id AND lease_token = :token AND state = 'running'
 RETURNING checkpoints;
 
 -- name: set_status_message
-UPDATE jobs SET status_message_id = :message_id, updated_at = now()
+-- The progress message (:message_id) and the text it shows now.
+UPDATE jobs SET status_message_id = :message_id, status_text = :text, updated_at = now()
 WHERE id = :id AND lease_token = :token AND state = 'running'
 RETURNING id;
 
@@ -111,9 +112,30 @@ WITH finished AS (
     INSERT INTO job_events (job_id, event, step, attempt)
     SELECT id, 'done', step, attempts FROM finished
 ), artifacts AS (
-    DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM finished)
+    -- A video whose delivery is unknown stays until the user asks for it again or prune.
+    DELETE FROM job_artifacts
+    WHERE job_id IN (SELECT id FROM finished)
+      AND NOT EXISTS (SELECT 1 FROM deliveries d
+                      WHERE d.job_id = job_artifacts.job_id AND d.state = 'unknown')
 )
 SELECT id FROM finished;
+
+-- name: defer_job
+-- Run the job again in :delay seconds without counting this attempt (the claim counted one):
+-- Telegram asked the bot to wait (a 429's retry_after), which says nothing about the job, so
+-- a rate limit can never use up max_attempts and lose a finished video.
+WITH deferred AS (
+    UPDATE jobs
+    SET state = 'queued', run_at = now() + make_interval(secs => :delay::float8),
+        attempts = GREATEST(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL,
+        last_error = :reason, updated_at = now()
+    WHERE id = :id AND lease_token = :token AND state = 'running'
+    RETURNING id, step, attempts
+), event AS (
+    INSERT INTO job_events (job_id, event, step, attempt, detail)
+    SELECT id, 'deferred', step, attempts, :reason FROM deferred
+)
+SELECT id FROM deferred;
 
 -- name: fail_job
 -- Retry later with capped exponential backoff and equal jitter, at least :retry_after seconds;
@@ -200,12 +222,17 @@ WHERE r.id = :revision_id AND r.consumed_at IS NULL
 RETURNING r.id;
 
 -- name: begin_delivery
--- The idempotency record of sending the video: created = false means a run before this one
--- already started (or finished) sending, so this run must not send again.
+-- Start an upload (see sql/003_delivery_outcomes.sql for the states): a new record, or one
+-- whose last upload is known not to have been sent ('failed') or was asked for again
+-- ('resend'). created = false: a record in another state (an upload began, or ended sent or
+-- unknown), so this run must not send. No row back: the lease is lost.
 WITH started AS (
     INSERT INTO deliveries (job_id, state)
     SELECT id, 'sending' FROM jobs WHERE id = :id AND lease_token = :token AND state = 'running'
-    ON CONFLICT (job_id) DO NOTHING
+    ON CONFLICT (job_id) DO UPDATE
+    SET state = 'sending', attempts = deliveries.attempts + 1, started_at = now(),
+        updated_at = now()
+    WHERE deliveries.state IN ('failed', 'resend')
     RETURNING job_id
 )
 SELECT true AS created FROM started
@@ -213,9 +240,50 @@ UNION ALL
 SELECT false FROM deliveries d WHERE d.job_id = :id AND NOT EXISTS (SELECT 1 FROM started);
 
 -- name: finish_delivery
-UPDATE deliveries SET state = 'sent', telegram_message_id = :message_id, sent_at = now()
-WHERE job_id = :id
-RETURNING job_id;
+-- Telegram answered with the message: sent.
+UPDATE deliveries d
+SET state = 'sent', telegram_message_id = :message_id, sent_at = now(), last_error = NULL,
+    updated_at = now()
+FROM jobs j
+WHERE d.job_id = :id AND d.state = 'sending'
+  AND j.id = d.job_id AND j.lease_token = :token AND j.state = 'running'
+RETURNING d.job_id;
+
+-- name: end_delivery
+-- An upload that did not end in a message: :outcome 'failed' (Telegram answered with an error,
+-- or the request never left) or 'unknown' (no answer came back; or a later run found the
+-- record still 'sending' because the run that began it died).
+UPDATE deliveries d
+SET state = :outcome::text, last_error = :error, updated_at = now()
+FROM jobs j
+WHERE d.job_id = :id AND d.state = 'sending' AND :outcome::text IN ('failed', 'unknown')
+  AND j.id = d.job_id AND j.lease_token = :token AND j.state = 'running'
+RETURNING d.job_id;
+
+-- name: request_resend
+-- The user's button or the operator's CLI (:requested_by) asks for a video whose delivery is
+-- unknown once more: the record becomes 'resend' and a finished job is queued again at its
+-- deliver step, where the worker sends it. Only an 'unknown' record moves, so a second press
+-- asks for nothing more. Not while a worker runs the job (it is about to finish it), nor for a
+-- cancelled job (its files are gone). No row back: nothing to resend.
+WITH requested AS (
+    UPDATE deliveries d
+    SET state = 'resend', resends = d.resends + 1, updated_at = now()
+    FROM jobs j
+    WHERE d.job_id = :job_id::bigint AND d.state = 'unknown'
+      AND j.id = d.job_id AND j.state IN ('queued', 'done', 'failed')
+    RETURNING d.job_id
+), requeued AS (
+    UPDATE jobs
+    SET state = 'queued', step = 'deliver', attempts = 0, run_at = now(), finished_at = NULL,
+        last_error = NULL, updated_at = now()
+    WHERE id IN (SELECT job_id FROM requested) AND state IN ('done', 'failed')
+), event AS (
+    INSERT INTO job_events (job_id, event, step, detail)
+    SELECT job_id, :requested_by::text || '_resend', 'deliver', 'video asked for again'
+    FROM requested
+)
+SELECT job_id FROM requested;
 
 -- name: delivery_state
 SELECT state, telegram_message_id FROM deliveries WHERE job_id = :id;
