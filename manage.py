@@ -32,16 +32,17 @@ from urllib.parse import urlsplit
 import pg8000.native
 
 from shared import db as dbmod
-from shared import ops, queue
+from shared import queue
 from shared.config import GATES, VIDEO_FORMATS, ConfigError, Settings, load_settings
 from shared.errors import PermanentError, TransientError
 from shared.logs import setup_logging
 from shared.migrate import migrate
+from shared.operator import ops
 from shared.telegram import TelegramClient, TelegramError
 from shared.texts import LANGUAGES
 
 if TYPE_CHECKING:
-    from shared.polling import UpdatePoller, WorkerThread
+    from shared.operator.polling import UpdatePoller, WorkerThread
 
 log = logging.getLogger("manage")
 
@@ -308,7 +309,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_poll(args: argparse.Namespace, ctx: Context) -> int:
     from functions.worker.main import run_tick, start
-    from shared.polling import UpdatePoller, WorkerThread
+    from shared.operator.polling import UpdatePoller, WorkerThread
 
     telegram = ctx.telegram()
     webhook_url = telegram.get_webhook_info().get("url")

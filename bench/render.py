@@ -28,10 +28,11 @@ from typing import Any, Callable, TypeVar
 
 from functions.worker.main import run_tick, start
 from localapi.telegram_server import TelegramServer
-from shared import ops, queue
+from shared import queue
 from shared.config import load_settings
 from shared.db import database_url
 from shared.media import ffmpeg_exe
+from shared.operator import ops
 from shared.pipeline.render import (
     RenderResult,
     gap_seconds_for,

@@ -31,11 +31,12 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from functions.worker.main import run_tick, start
 from localapi.telegram_server import RecordedCall, TelegramServer
 from shared import db as dbmod
-from shared import ops, queue
+from shared import queue
 from shared.buttons import parse_callback_data
 from shared.config import REPO_ROOT, Settings, load_settings
 from shared.logs import setup_logging
 from shared.media import probe
+from shared.operator import ops
 from shared.providers import Providers
 from shared.telegram import TelegramClient
 from shared.texts import TEXTS

@@ -12,9 +12,9 @@ from typing import Iterator
 import pytest
 
 from localapi.telegram_server import DEFAULT_TOKEN, TelegramServer
-from shared import ops
 from shared.buttons import callback_data
 from shared.media import probe
+from shared.operator import ops
 from shared.telegram import TelegramClient
 from shared.texts import t
 from tests.conftest import REPO_ROOT, child_env

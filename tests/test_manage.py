@@ -12,8 +12,9 @@ import pytest
 
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
-from shared import ops, queue
+from shared import queue
 from shared.migrate import migration_files
+from shared.operator import ops
 from tests.conftest import REPO_ROOT, child_env
 
 LEASE = 60.0

@@ -8,8 +8,8 @@ import requests
 from localapi import Reply
 from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
-from shared import ops
 from shared.db import Database
+from shared.operator import ops
 from tests.test_worker import CHAT, Worker, decide, enqueue, job, telegram, worker_env  # noqa: F401 (fixtures)
 
 STILLS = "/v1/images/generations"

@@ -16,9 +16,10 @@ from functions.worker.main import run_tick, start, warn_if_database_is_large
 from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
-from shared import ops, queue
+from shared import queue
 from shared.config import load_settings
 from shared.media import probe
+from shared.operator import ops
 from tests.conftest import REPO_ROOT, child_env
 
 CHAT = 4242

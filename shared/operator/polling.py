@@ -14,7 +14,7 @@ from shared import bot
 from shared import db as dbmod
 from shared.config import Settings
 from shared.errors import PermanentError, TransientError
-from shared.ops import WEBHOOK_UPDATES
+from shared.operator.ops import WEBHOOK_UPDATES
 from shared.providers import Providers
 from shared.telegram import TelegramClient
 
