@@ -16,7 +16,8 @@
 
 Exit codes: 0 done, 1 the operator's request cannot be carried out (unknown job, wrong state,
 bad argument, Telegram refused), 2 configuration missing or wrong, database or Telegram
-unreachable. A sub-command is one `cmd_*` function plus its entry in `build_parser`.
+unreachable (`shared.errors.exit_code`, shared with the worker and migrate). A sub-command is one
+`cmd_*` function plus its entry in `build_parser`.
 """
 
 from __future__ import annotations
@@ -34,23 +35,17 @@ import pg8000.native
 from shared import db as dbmod
 from shared import queue
 from shared.config import GATES, VIDEO_FORMATS, ConfigError, Settings, load_settings
-from shared.errors import PermanentError, TransientError
+from shared.errors import ConfigurationError, Unavailable, run_main
 from shared.logs import setup_logging
 from shared.migrate import migrate
 from shared.operator import ops
-from shared.telegram import TelegramClient, TelegramError
+from shared.telegram import TelegramClient
 from shared.texts import LANGUAGES
 
 if TYPE_CHECKING:
     from shared.operator.polling import UpdatePoller, WorkerThread
 
 log = logging.getLogger("manage")
-
-UNDEFINED_TABLE = "42P01"
-
-
-class Unavailable(Exception):
-    """The database or Telegram cannot be reached: exit code 2."""
 
 
 @dataclass
@@ -64,7 +59,7 @@ class Context:
         if self._database is None:
             try:
                 self._database = dbmod.connect(self.settings, "ai_video_bot-manage")
-            except dbmod.DatabaseUrlError:
+            except ConfigurationError:
                 raise
             except Exception as exc:
                 raise Unavailable(
@@ -286,7 +281,8 @@ def cmd_webhook_info(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
-    from localapi import demo
+    from functions.worker.main import run_tick, start
+    from shared.operator import demo
 
     options = demo.DemoOptions(
         description=args.description,
@@ -298,7 +294,7 @@ def cmd_demo(args: argparse.Namespace, ctx: Context) -> int:
         verbose=args.verbose,
     )
     try:
-        return demo.run(options)
+        return demo.run(options, start, run_tick)
     except demo.DemoError as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
@@ -461,46 +457,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _database_error(exc: pg8000.native.DatabaseError) -> str:
-    fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
-    if fields.get("C") == UNDEFINED_TABLE:
-        return f"the schema has no tables yet: run `python manage.py migrate` ({fields.get('M')})"
-    return f"database error: {fields.get('M', exc)}"
-
-
 def main(argv: list[str] | None = None) -> int:
+    """Exit codes as `shared.errors.exit_code` maps them; a usage mistake is 1."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse said why; a usage mistake is an operator error
         return 0 if exc.code == 0 else 1
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return run_main(lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = load_settings()
     setup_logging(settings.log_level)
     ctx = Context(settings)
     run: Command = args.run
     try:
         return run(args, ctx)
-    except ops.OperatorError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except TelegramError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except (ConfigError, dbmod.DatabaseUrlError) as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    except (Unavailable, TransientError, PermanentError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (pg8000.native.InterfaceError, OSError) as exc:
-        print(f"error: lost the database connection: {exc}", file=sys.stderr)
-        return 2
-    except pg8000.native.DatabaseError as exc:
-        print(f"error: {_database_error(exc)}", file=sys.stderr)
-        return 2
     finally:
         ctx.close()
 

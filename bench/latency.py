@@ -31,16 +31,14 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Callable
 
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
 from shared import queue
-from shared.config import load_settings
+from shared.config import REPO_ROOT, load_settings
 from shared.migrate import migrate
 
-ROOT = Path(__file__).resolve().parents[1]
 DECISIONS = 20
 POLL_SECONDS = 2.0
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A ship comes home."
@@ -83,7 +81,7 @@ class CronLikePoll:
         slot = time.monotonic()
         while not self._stop.is_set():
             # A failed run is retried at the next slot, as on Render; its error is on stderr.
-            subprocess.run(worker_command(), cwd=ROOT, env=self._env, stdout=subprocess.DEVNULL,
+            subprocess.run(worker_command(), cwd=REPO_ROOT, env=self._env, stdout=subprocess.DEVNULL,
                            check=False)
             slot = max(slot + self._interval, time.monotonic())
             self._stop.wait(slot - time.monotonic())
@@ -104,7 +102,7 @@ class ListeningRun:
         self._env = dict(env, WORKER_LISTEN_SECONDS="600")
 
     def __enter__(self) -> "ListeningRun":
-        self._proc = subprocess.Popen(worker_command(), cwd=ROOT, env=self._env,
+        self._proc = subprocess.Popen(worker_command(), cwd=REPO_ROOT, env=self._env,
                                       stdout=subprocess.DEVNULL)
         return self
 
@@ -168,7 +166,7 @@ def main() -> dict[str, object]:
     with TelegramServer() as telegram:
         env = dict(os.environ, DATABASE_URL=dbmod.database_url(base), DATABASE_SCHEMA=schema,
                    TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url,
-                   VIDEO_SECONDS="5", LOG_LEVEL="WARNING", PYTHONPATH=str(ROOT))
+                   VIDEO_SECONDS="5", LOG_LEVEL="WARNING", PYTHONPATH=str(REPO_ROOT))
         database = dbmod.connect(load_settings(env), "bench")
         try:
             migrate(database)

@@ -41,7 +41,8 @@ from shared.pipeline.render import (
     video_encoder_options,
 )
 from shared.plan import ScenePlan, plan_from_text
-from shared.providers.local import LocalVisuals, LocalVoice
+from shared.providers.local_visuals import LocalVisuals
+from shared.providers.local_voice import LocalVoice
 
 T = TypeVar("T")
 

@@ -2,7 +2,7 @@
 
     python -m bench.webhook [--updates 5000] [--concurrency 32] [--workers 2] [--threads 8]
 
-It starts gunicorn (`gunicorn -w 2 --threads 8 functions.webhook.main:app`, the deployed
+It starts gunicorn (`gunicorn -w 2 --threads 8 'functions.webhook.main:create()'`, the deployed
 configuration) on loopback, against DATABASE_URL if set or else the embedded PostgreSQL in
 VIDEOBOT_DATA_DIR, in a fresh schema. `--concurrency` senders, each on its own keep-alive connection (asyncio, so
 the load generator costs little CPU), POST new-description updates, each from a distinct user so
@@ -30,10 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from shared import db as dbmod
-from shared.config import load_settings
+from shared.config import REPO_ROOT, load_settings
 from shared.migrate import migrate
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 SECRET = "bench-secret"
 FIRST_USER_ID = 10_000_000
@@ -61,7 +59,7 @@ def free_port() -> int:
 def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, log_path: Path) -> subprocess.Popen[bytes]:
     command = [
         str(Path(sys.executable).parent / "gunicorn"), "-w", str(workers), "--threads", str(threads),
-        "-b", f"127.0.0.1:{port}", "--keep-alive", "30", "functions.webhook.main:app",
+        "-b", f"127.0.0.1:{port}", "--keep-alive", "30", "functions.webhook.main:create()",
     ]
     print("server: gunicorn " + " ".join(command[1:]))
     process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"))

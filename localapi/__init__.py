@@ -2,9 +2,9 @@
 
 `localapi.telegram_server.TelegramServer` plays the Telegram Bot API and
 `localapi.openai_server.OpenAIServer` an OpenAI-compatible API. Both are real HTTP servers in a
-background thread, used by the tests and by `localapi.demo` (`python manage.py demo`), which
-wires them to the real webhook, PostgreSQL and worker. This module holds what the servers share:
-the background server lifecycle and request-body parsing.
+background thread, used by the tests and by `shared.operator.demo` (`python manage.py demo`),
+which wires them to the real webhook, PostgreSQL and worker. Only such stand-ins live here. This
+module holds what the servers share: the background server lifecycle and request-body parsing.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from shared.errors import ConfigurationError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 GATES = ("script", "storyboard")
 VIDEO_FORMATS = {"9:16": (720, 1280), "16:9": (1280, 720), "1:1": (1080, 1080)}
@@ -22,7 +24,7 @@ _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TELEGRAM_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
-class ConfigError(ValueError):
+class ConfigError(ConfigurationError):
     """A configuration variable is missing or has a value we cannot use."""
 
 

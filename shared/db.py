@@ -21,13 +21,14 @@ import pg8000.native
 
 from shared import sql
 from shared.config import Settings
+from shared.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
-class DatabaseUrlError(ValueError):
+class DatabaseUrlError(ConfigurationError):
     """DATABASE_URL cannot be used; the message says why and never contains the password."""
 
 
@@ -140,7 +141,9 @@ class Database:
             timeout=30,
             application_name=application_name,
         )
-        self.conn.run(f"SET search_path TO {schema}, public")
+        # pg_catalog named after the schema (not implicitly first): the tests' database clock is
+        # a `now()` in the test's schema (tests/conftest.py); nothing in production defines one.
+        self.conn.run(f"SET search_path TO {schema}, pg_catalog, public")
         self._prepared: dict[str, Any] = {}
 
     def run(self, query_name: str, /, **params: Any) -> list[dict[str, Any]]:

@@ -16,7 +16,8 @@ import zlib
 from pathlib import Path
 
 from shared import db
-from shared.config import ConfigError, load_settings
+from shared.config import load_settings
+from shared.errors import ConfigurationError, Unavailable, run_main
 from shared.logs import setup_logging
 
 log = logging.getLogger(__name__)
@@ -63,20 +64,25 @@ def migrate(database: db.Database) -> list[str]:
 
 
 def main() -> int:
+    """Exit 0 when the schema is up to date, 2 when migrate cannot run (`shared.errors.exit_code`)."""
+    return run_main(_run, prog="migrate")
+
+
+def _run() -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level)
     try:
-        settings = load_settings()
-        setup_logging(settings.log_level)
         database = db.connect(settings, "ai_video_bot-migrate")
-    except (ConfigError, db.DatabaseUrlError) as exc:
-        print(f"migrate: {exc}", file=sys.stderr)
-        return 2
+    except ConfigurationError:
+        raise
     except Exception as exc:  # the database is unreachable: say so plainly
-        print(f"migrate: cannot connect to the database ({db.describe(settings)}): {exc}", file=sys.stderr)
-        return 2
+        raise Unavailable(f"cannot connect to the database ({db.describe(settings)}): {exc}") from None
     log.info("migrate connected %s", db.describe(settings))
-    applied = migrate(database)
+    try:
+        applied = migrate(database)
+    finally:
+        database.close()
     print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ", schema is up to date"))
-    database.close()
     return 0
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import bisect
 import re
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Callable
 
 MIN_SCENES = 3
 MAX_SCENES = 8
+ELLIPSIS = "…"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,22 @@ class ScenePlan:
         if any(not s.narration or s.duration <= 0 for s in plan.scenes):
             raise ValueError("every scene needs narration and a positive duration")
         return plan
+
+
+def shorten(text: str, limit: float, measure: Callable[[str], float] = len) -> str:
+    """`text` if it measures at most `limit`, else its longest prefix that still does with "…"
+    added (spaces before the "…" dropped).
+
+    `measure` is `len` for characters or a font's `getlength` for pixels; it must not shrink
+    as the text grows, which lets the cut be found by bisection.
+    """
+    if measure(text) <= limit:
+        return text
+    # How many prefixes text[:0], text[:1], ... still fit with the "…"; the longest is kept.
+    fitting = bisect.bisect_left(
+        range(len(text)), True, key=lambda end: measure(text[:end] + ELLIPSIS) > limit
+    )
+    return text[: max(fitting - 1, 0)].rstrip() + ELLIPSIS
 
 
 # --- Building a plan from plain text (the local script provider and edited scripts) ---
@@ -200,7 +218,7 @@ def _short_phrase(text: str, max_words: int, max_chars: int) -> str:
         phrase = cut.rsplit(" ", 1)[0] if " " in cut else cut
         truncated = True
     phrase = _strip_edges(phrase) or phrase.strip()
-    return f"{phrase}…" if truncated and phrase else phrase
+    return f"{phrase}{ELLIPSIS}" if truncated and phrase else phrase
 
 
 def _title_from(text: str, language: str) -> str:

@@ -1,4 +1,9 @@
-"""The job queue: a thin layer over the named statements in sql/queries/queue.sql.
+"""The job queue: the one door to job state, a thin layer over sql/queries/queue.sql.
+
+Every write to a job, its decisions, revisions, delivery record, or a blocked chat goes through
+here; the bot, the operator's CLI and the pipeline ask this module and run no such statement
+themselves. The operator's transitions are SQL functions (sql/005_state_functions.sql) that a
+person at psql calls too; their refusals come back as `Refused`.
 
 A claimed job carries its lease token. Every write after the claim passes the token back and
 raises `LeaseLost` when the database says the lease is gone (expired and taken over, or the job
@@ -14,7 +19,10 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import pg8000.native
+
 from shared.db import Database
+from shared.errors import BotError, JobStopped
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +30,16 @@ ACTIVE_STATES = ("queued", "running", "waiting")
 FINAL_STATES = ("done", "failed", "cancelled")
 
 
-class LeaseLost(Exception):
+class LeaseLost(JobStopped):
     """This worker no longer owns the job; another worker or a cancellation took it."""
+
+
+class Refused(BotError):
+    """A transition the database refused, with its reason (no such job, the wrong state)."""
+
+
+# What the state functions raise on a refusal: RAISE EXCEPTION's default, and no_data_found.
+_REFUSAL_CODES = ("P0001", "P0002")
 
 
 @dataclass
@@ -78,6 +94,36 @@ def enqueue(
     row = db.one("enqueue_job", **params) or db.one("enqueue_job", **params)
     assert row is not None, f"enqueue of key {idempotency_key!r} returned no row twice"
     return row["id"], row["created"]
+
+
+def create_job_from_update(
+    db: Database,
+    *,
+    update_id: int,
+    chat_id: int,
+    user_id: int,
+    language: str,
+    description: str,
+    max_attempts: int,
+    max_active: int,
+    max_per_day: int,
+) -> tuple[str, int | None]:
+    """The bot's job for a description, in one statement with the update's record and the
+    user's limits; return (outcome, job id). outcome: created, duplicate (a redelivered
+    update), too_many_active or daily_limit."""
+    row = db.one(
+        "create_job_from_update",
+        update_id=update_id,
+        chat_id=chat_id,
+        user_id=user_id,
+        language=language,
+        description=description,
+        max_attempts=max_attempts,
+        max_active=max_active,
+        max_per_day=max_per_day,
+    )
+    assert row is not None, "create_job_from_update returns one row"
+    return row["outcome"], row["job_id"]
 
 
 def claim(db: Database, n: int, lease_seconds: float) -> list[ClaimedJob]:
@@ -206,12 +252,70 @@ def cancel_user_jobs(db: Database, user_id: int, reason: str) -> list[int]:
     return [row["id"] for row in rows]
 
 
+def _function(db: Database, query_name: str, **params: Any) -> dict[str, Any]:
+    """Run a named query that calls a state function; its refusal becomes `Refused`."""
+    try:
+        row = db.one(query_name, **params)
+    except pg8000.native.DatabaseError as exc:
+        fields = exc.args[0] if exc.args and isinstance(exc.args[0], dict) else {}
+        if fields.get("C") in _REFUSAL_CODES:
+            raise Refused(fields.get("M", str(exc))) from None
+        raise
+    assert row is not None, f"{query_name} returns one row"
+    return row
+
+
 def decide(db: Database, job_id: int, approval_type: str, status: str, decided_by: str) -> bool:
-    """Write the decision row an operator's SQL would; False when one is there already."""
-    return bool(
-        db.run("insert_decision", job_id=job_id, approval_type=approval_type, status=status,
-               decided_by=decided_by)
+    """Write the decision row an operator's SQL would; False when one is there already.
+    Raises `Refused` for an unknown or finished job."""
+    return _function(db, "decide", job_id=job_id, approval_type=approval_type, status=status,
+                     decided_by=decided_by)["written"]
+
+
+def request_cancel(db: Database, job_id: int, reason: str) -> bool:
+    """The operator's cancel request, which the next worker run acts on; False when one was
+    made already. Raises `Refused` for an unknown or finished job."""
+    return _function(db, "request_cancel", job_id=job_id, reason=reason)["written"]
+
+
+def retry(db: Database, job_id: int) -> str:
+    """Queue a failed or cancelled job again at the step where it stopped; return that step.
+    Raises `Refused` for an unknown job or one in another state."""
+    return _function(db, "retry_job", job_id=job_id)["step"]
+
+
+def add_revision(db: Database, job_id: int, gate: str, kind: str, text: str | None) -> bool:
+    """Regenerate (`kind` 'regenerate') or an edited script ('edit', `text`) at an open gate;
+    False when one is pending there already."""
+    return bool(db.run("insert_revision", job_id=job_id, gate=gate, kind=kind, text=text))
+
+
+def pending_revision(db: Database, job_id: int, gate: str) -> dict[str, Any] | None:
+    """The revision waiting at `gate` (keys id, kind, text), if any."""
+    return db.one("pending_revision", id=job_id, gate=gate)
+
+
+def consume_revision(db: Database, job: ClaimedJob, revision_id: int) -> None:
+    """Take the revision under the lease, so that only the run that acts on it takes it."""
+    _fenced(
+        db.run("consume_revision", revision_id=revision_id, token=job.lease_token),
+        job,
+        f"take revision {revision_id}",
     )
+
+
+def block_chat(db: Database, chat_id: int) -> None:
+    """The user blocked the bot: send nothing more to the chat until they write again."""
+    db.run("block_chat", chat_id=chat_id)
+
+
+def unblock_chat(db: Database, chat_id: int) -> None:
+    db.run("unblock_chat", chat_id=chat_id)
+
+
+def chat_is_blocked(db: Database, chat_id: int) -> bool:
+    row = db.one("chat_is_blocked", chat_id=chat_id)
+    return bool(row and row["blocked"])
 
 
 def save_artifact(db: Database, job: ClaimedJob, name: str, content: bytes) -> None:
@@ -257,7 +361,12 @@ def end_delivery(db: Database, job: ClaimedJob, outcome: str, error: str) -> Non
     )
 
 
+def delivery_state(db: Database, job_id: int) -> dict[str, Any] | None:
+    """The job's delivery record (keys state, telegram_message_id), if an upload began."""
+    return db.one("delivery_state", id=job_id)
+
+
 def request_resend(db: Database, job_id: int, requested_by: str) -> bool:
     """Ask for a video whose delivery is unknown once more (the user's button, the operator's
     CLI); the worker sends it. False when there is nothing to resend."""
-    return bool(db.run("request_resend", job_id=job_id, requested_by=requested_by))
+    return _function(db, "request_resend", job_id=job_id, requested_by=requested_by)["requested"]

@@ -91,13 +91,13 @@ def fit_text(text: str, limit: int) -> str:
     Counting UTF-16 units is never more lenient than counting characters, and the cut never
     splits a surrogate pair, so the result is always accepted as long as `limit` is.
     """
-    if _utf16_len(text) <= limit:
+    if utf16_len(text) <= limit:
         return text
-    budget = limit - _utf16_len(ELLIPSIS)
+    budget = limit - utf16_len(ELLIPSIS)
     kept: list[str] = []
     used = 0
     for char in text:
-        width = _utf16_len(char)
+        width = utf16_len(char)
         if used + width > budget:
             break
         kept.append(char)
@@ -105,7 +105,8 @@ def fit_text(text: str, limit: int) -> str:
     return "".join(kept).rstrip() + ELLIPSIS
 
 
-def _utf16_len(text: str) -> int:
+def utf16_len(text: str) -> int:
+    """Length as Telegram counts it: UTF-16 code units."""
     return len(text.encode("utf-16-le")) // 2
 
 

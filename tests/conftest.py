@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -16,10 +17,8 @@ import pytest
 from hypothesis import settings as hypothesis_settings
 
 from shared import db as dbmod
-from shared.config import Settings, load_settings
+from shared.config import REPO_ROOT, Settings, load_settings
 from shared.migrate import migrate
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # Examples hit real PostgreSQL and HTTP: a per-example deadline would only measure the machine's load.
 hypothesis_settings.register_profile("real-services", deadline=None)
@@ -38,6 +37,28 @@ def pg_url() -> str:
     return dbmod.embedded_database_url(parent, delete_on_exit=True)
 
 
+# The database clock of a test's schema: every connection resolves an unqualified `now()` to
+# this function before pg_catalog's (shared/db.py sets the search_path so), and `DatabaseClock`
+# moves it, so that a test makes a deadline pass without editing rows.
+CLOCK_SQL = """
+CREATE TABLE {schema}.test_clock (offset_seconds float8 NOT NULL);
+INSERT INTO {schema}.test_clock VALUES (0);
+CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE AS $$
+    SELECT pg_catalog.now() + make_interval(secs => (SELECT offset_seconds FROM {schema}.test_clock))
+$$;
+"""
+
+
+@dataclass
+class DatabaseClock:
+    """Moves the test database's `now()`, for every connection to the test's schema."""
+
+    db: dbmod.Database
+
+    def advance(self, seconds: float) -> None:
+        self.db.execute(f"UPDATE {self.db.schema}.test_clock SET offset_seconds = offset_seconds + :s", s=seconds)
+
+
 @pytest.fixture
 def schema_env(pg_url: str) -> Iterator[dict[str, str]]:
     """Environment variables for a fresh, migrated schema (also for child processes)."""
@@ -45,6 +66,8 @@ def schema_env(pg_url: str) -> Iterator[dict[str, str]]:
     env = {"DATABASE_URL": pg_url, "DATABASE_SCHEMA": schema, "JOB_MAX_ATTEMPTS": "3"}
     admin = dbmod.connect(load_settings(env), "tests")
     migrate(admin)
+    for statement in CLOCK_SQL.format(schema=schema).split(";\n"):
+        admin.execute(statement)
     yield env
     admin.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     admin.close()
@@ -53,6 +76,11 @@ def schema_env(pg_url: str) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def settings(schema_env: dict[str, str]) -> Settings:
     return load_settings(schema_env)
+
+
+@pytest.fixture
+def clock(db: dbmod.Database) -> DatabaseClock:
+    return DatabaseClock(db)
 
 
 @pytest.fixture

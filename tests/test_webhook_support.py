@@ -7,21 +7,20 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
-import functions_framework
 import pytest
 from flask.testing import FlaskClient
 
 from localapi.telegram_server import TelegramServer
 from shared import queue
+from shared.config import REPO_ROOT, load_settings
 from shared.db import Database
+from shared.webhook import create_app, webhook_of
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "updates"
-SAMPLES_DIR = Path(__file__).resolve().parents[2] / "shared" / "telegram-samples"
+SAMPLES_DIR = REPO_ROOT / "tests" / "fixtures" / "telegram-samples"
 WEBHOOK_SOURCE = str(REPO_ROOT / "functions" / "webhook" / "main.py")
 SECRET = "test-secret_0123456789"
 TOKEN = "123456:TEST-token"
@@ -38,10 +37,10 @@ def load_update(name: str, update_id: int | None = None) -> dict[str, Any]:
 
 
 def sample_paths() -> list[Path]:
-    """Telegram's own sample updates, which sit beside the repository."""
-    if not SAMPLES_DIR.is_dir():
-        pytest.skip(f"the Telegram samples are not at {SAMPLES_DIR}")
-    return sorted(SAMPLES_DIR.glob("*.json"))
+    """Telegram's own sample updates (copied from its webhook guide, see the folder's README)."""
+    paths = sorted(SAMPLES_DIR.glob("*.json"))
+    assert len(paths) == 4, f"the Telegram samples are missing from {SAMPLES_DIR}"
+    return paths
 
 
 def text_message(text: str, update_id: int, *, user_id: int = USER_ID, language: str = "en") -> dict[str, Any]:
@@ -96,14 +95,11 @@ def webhook_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[st
 
 
 @pytest.fixture
-def client(webhook_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[FlaskClient]:
-    """The functions-framework app for a fresh copy of the webhook module, on this test's schema."""
-    for name, value in webhook_env.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ALLOWED_USER_IDS", raising=False)
-    app = functions_framework.create_app("webhook", WEBHOOK_SOURCE)
+def client(webhook_env: dict[str, str]) -> Iterator[FlaskClient]:
+    """A webhook app of this test's own, on this test's schema; its connections closed after."""
+    app = create_app(load_settings(webhook_env))
     yield app.test_client()
-    sys.modules["main"]._drop_database()
+    webhook_of(app).close()
 
 
 def post(client: FlaskClient, update: Any, **kwargs: Any) -> Any:

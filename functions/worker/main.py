@@ -6,19 +6,19 @@ all (from its start) and runs another tick as soon as a job, a decision or a rev
 inserted (LISTEN, see sql/002_notify.sql); otherwise it exits 0 at once. `--loop` keeps going:
 a tick on each notification, and at least every WORKER_POLL_SECONDS so that retries and gate
 deadlines come due. The exit code is non-zero only when the worker cannot run at all
-(configuration, database), with a message that says why.
+(configuration, database), with a message that says why: 2, as `shared.errors.exit_code` maps it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 
 from shared import db as dbmod
 from shared import queue
 from shared.config import ConfigError, Settings, load_settings
+from shared.errors import ConfigurationError, Unavailable, run_main
 from shared.logs import setup_logging
 from shared.migrate import migrate
 from shared.pipeline.job import JobContext
@@ -45,7 +45,7 @@ def run_tick(
 
 
 def warn_if_database_is_large(settings: Settings, database: dbmod.Database) -> None:
-    size_mb = database.one("database_size_mb")["size_mb"]
+    size_mb = database.one("database_size")["bytes"] // (1024 * 1024)
     if size_mb > settings.db_size_warn_mb:
         log.warning(
             "database is large size_mb=%s limit_mb=%s: run `python manage.py prune --older-than 30`",
@@ -91,18 +91,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loop", action="store_true",
                         help="keep running: a tick on new work, and every WORKER_POLL_SECONDS")
     args = parser.parse_args(argv)
+    return run_main(lambda: _run(args.loop, started), prog="worker")
+
+
+def _run(loop: bool, started: float) -> int:
+    settings = load_settings()
+    setup_logging(settings.log_level)
     try:
-        settings = load_settings()
-        setup_logging(settings.log_level)
         database, telegram, providers = start(settings)
-        listens = args.loop or settings.worker_listen_seconds > 0
-        listener = listen(settings) if listens else None
-    except (ConfigError, dbmod.DatabaseUrlError) as exc:
-        print(f"worker: configuration error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:
-        print(f"worker: cannot use the database ({dbmod.describe(settings)}): {exc}", file=sys.stderr)
-        return 2
+        listener = listen(settings) if loop or settings.worker_listen_seconds > 0 else None
+    except ConfigurationError:
+        raise
+    except Exception as exc:  # whatever connecting or migrating raised: the worker cannot run
+        raise Unavailable(f"cannot use the database ({dbmod.describe(settings)}): {exc}") from None
     warn_if_database_is_large(settings, database)
     listen_until = started + settings.worker_listen_seconds
     while True:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("worker tick done jobs=%s", ran)
         if listener is None:
             return 0
-        if args.loop:
+        if loop:
             wait_for_work(listener, time.monotonic() + settings.worker_poll_seconds)
         elif not wait_for_work(listener, listen_until):
             log.info("worker listen window over seconds=%s", settings.worker_listen_seconds)

@@ -1,8 +1,10 @@
 """What the operator's CLI (manage.py) does, kept apart from argument parsing so it can be tested.
 
-Every decision an operator takes goes through the same table the emergency SQL uses
-(approval_statuses), so the worker treats it exactly like a user's button press. Errors the
-operator can fix raise `OperatorError` with a message meant to be printed as it is.
+Every transition goes through shared/queue.py to the SQL functions the emergency runbook calls
+(decide, cancel_job, retry_job, resend_video), so the CLI and a person at psql do the same thing;
+a decision lands in the same table the emergency INSERT uses (approval_statuses), so the worker
+treats it exactly like a user's button press. Errors the operator can fix raise `OperatorError`
+with a message meant to be printed as it is.
 """
 
 from __future__ import annotations
@@ -14,17 +16,19 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from shared import queue
+from shared.bot import WEBHOOK_UPDATES as WEBHOOK_UPDATES  # read as ops.WEBHOOK_UPDATES by manage.py, demo
 from shared.config import GATES
 from shared.db import Database
+from shared.errors import PermanentError
+from shared.plan import shorten
 
 log = logging.getLogger(__name__)
 
-OPERATOR_APPROVAL_TYPE = "operator"
-WEBHOOK_UPDATES = ("message", "callback_query", "my_chat_member")
+OPERATOR_CANCEL_REASON = "cancelled by the operator"
 ERROR_PREVIEW_CHARS = 60
 
 
-class OperatorError(Exception):
+class OperatorError(PermanentError):
     """A request the operator can correct (unknown job, wrong state, bad argument)."""
 
 
@@ -119,33 +123,32 @@ def approve(db: Database, job_id: int, gate: str | None = None) -> str:
     return gate
 
 
-def cancel(db: Database, job_id: int) -> None:
-    """Write the operator's 'cancelled' decision row, as the emergency SQL does.
+def cancel(db: Database, job_id: int, reason: str = OPERATOR_CANCEL_REASON) -> None:
+    """Ask to cancel the job, as the runbook's `cancel_job` does (the operator's 'cancelled'
+    decision row).
 
     Whatever the job is doing, the next worker run acts on it and tells the user: a waiting or
     queued job is claimed at once, and a running job's heartbeat notices within a third of its
     lease. A second cancel is refused.
     """
-    job = get_job(db, job_id)
-    if job["state"] in queue.FINAL_STATES:
-        raise OperatorError(f"job {job_id} is already {job['state']}")
-    if not queue.decide(db, job_id, OPERATOR_APPROVAL_TYPE, "cancelled", "operator"):
+    try:
+        requested = queue.request_cancel(db, job_id, reason)
+    except queue.Refused as exc:
+        raise OperatorError(str(exc)) from None
+    if not requested:
         raise OperatorError(f"job {job_id} already has a cancel request; the next worker run acts on it")
-    log.info("operator cancelled job=%s state=%s", job_id, job["state"])
+    log.info("operator cancel requested job=%s", job_id)
 
 
 def retry(db: Database, job_id: int) -> str:
-    """Requeue a failed or cancelled job at the step where it stopped; return that step."""
-    requeued = db.one("ops_retry_job", id=job_id)
-    if requeued is None:
-        state = get_job(db, job_id)["state"]
-        if state == "done":
-            raise OperatorError(f"job {job_id} is done: a delivered job cannot be retried")
-        raise OperatorError(
-            f"job {job_id} is {state}: only failed or cancelled jobs can be retried"
-        )
-    log.info("operator requeued job=%s step=%s", job_id, requeued["step"])
-    return requeued["step"]
+    """Queue a failed or cancelled job again at the step where it stopped, as the runbook's
+    `retry_job` does; return that step."""
+    try:
+        step = queue.retry(db, job_id)
+    except queue.Refused as exc:
+        raise OperatorError(str(exc)) from None
+    log.info("operator requeued job=%s step=%s", job_id, step)
+    return step
 
 
 def resend(db: Database, job_id: int) -> None:
@@ -184,7 +187,7 @@ def stats(db: Database) -> Stats:
         waiting_gates=health["waiting_gates"],
         gates_past_deadline=health["gates_past_deadline"],
         table_bytes={row["table_name"]: row["bytes"] for row in db.run("ops_table_sizes")},
-        database_bytes=db.run("ops_database_size")[0]["bytes"],
+        database_bytes=db.run("database_size")[0]["bytes"],
     )
 
 
@@ -262,8 +265,7 @@ def short(text: str | None, limit: int = ERROR_PREVIEW_CHARS) -> str:
     """One line of at most `limit` characters."""
     if not text:
         return "-"
-    line = " ".join(text.split())
-    return line if len(line) <= limit else line[: limit - 1] + "…"
+    return shorten(" ".join(text.split()), limit)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

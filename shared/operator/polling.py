@@ -8,20 +8,16 @@ import threading
 import time
 from typing import Any, Callable
 
-import pg8000.native
-
 from shared import bot
 from shared import db as dbmod
 from shared.config import Settings
-from shared.errors import PermanentError, TransientError
-from shared.operator.ops import WEBHOOK_UPDATES
+from shared.errors import DATABASE_ERRORS, PermanentError, TransientError
 from shared.providers import Providers
 from shared.telegram import TelegramClient
 
 log = logging.getLogger("poll")
 
 POLL_TIMEOUT_SECONDS = 25
-DATABASE_ERRORS = (pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError)
 
 
 class UpdatePoller:
@@ -55,7 +51,7 @@ class UpdatePoller:
 
     def poll(self, timeout: int) -> int:
         updates = self._telegram.get_updates(
-            self._offset, timeout=timeout, allowed_updates=list(WEBHOOK_UPDATES)
+            self._offset, timeout=timeout, allowed_updates=list(bot.WEBHOOK_UPDATES)
         )
         for update in updates:
             self._handle(update)

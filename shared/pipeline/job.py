@@ -12,6 +12,7 @@ from types import TracebackType
 from shared import db as dbmod
 from shared import queue
 from shared.config import Settings
+from shared.errors import JobStopped
 from shared.providers import Providers
 from shared.telegram import RateLimited, TelegramClient
 from shared.texts import t
@@ -22,7 +23,7 @@ STATUS_EDIT_INTERVAL = 3.0
 CHAT_ACTION_INTERVAL = 4.5
 
 
-class CancelRequested(Exception):
+class CancelRequested(JobStopped):
     """The user or an operator asked to cancel this job while it was running."""
 
 

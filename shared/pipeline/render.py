@@ -27,6 +27,7 @@ from typing import Any, Callable, Sequence
 import ffmpeg
 from PIL import Image
 
+from shared.errors import BotError, PermanentError, TransientError
 from shared.media import FONTS_DIR, ffmpeg_exe, probe
 from shared.pipeline.subtitles import write_ass
 from shared.plan import ScenePlan
@@ -49,6 +50,8 @@ RETRY_SHRINK = 0.8
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_MAX_BYTES = 200 * 1024
 RENDER_TIMEOUT_S = 900
+# What ffmpeg says when the machine, not the input, is the problem (ENOMEM, ENOSPC).
+RESOURCE_EXHAUSTED = ("Cannot allocate memory", "Out of memory", "No space left on device")
 
 ProgressCallback = Callable[[float], None]
 Stream = ffmpeg.nodes.FilterableStream
@@ -64,8 +67,19 @@ class RenderResult:
     thumbnail: Path
 
 
-class RenderError(RuntimeError):
-    """ffmpeg failed or the result breaks a limit; the message carries the end of its log."""
+class RenderError(BotError):
+    """ffmpeg could not make the video; the message carries the end of its log. Which of the
+    two kinds below it is says whether rendering the same inputs again can help."""
+
+
+class RenderInterrupted(RenderError, TransientError):
+    """ffmpeg was killed (by our timeout, or by the kernel out of memory) or ran out of memory
+    or disk: a later attempt, on a less busy machine, may well finish."""
+
+
+class RenderRejected(RenderError, PermanentError):
+    """ffmpeg refused the inputs, or the video stays over the size limit at the lower bitrate:
+    the same inputs would fail the same way, so the job fails now."""
 
 
 def video_encoder_options(video_bitrate: int) -> dict[str, Any]:
@@ -318,9 +332,20 @@ def run_ffmpeg(
         finally:
             watchdog.cancel()
     if returncode != 0:
-        tail = log_path.read_text(errors="replace")[-1500:]
-        reason = f"was killed after {timeout_s:.0f} s" if returncode < 0 else f"exited {returncode}"
-        raise RenderError(f"ffmpeg {reason}: {tail}")
+        raise _ffmpeg_failure(returncode, timeout_s, log_path.read_text(errors="replace")[-1500:])
+
+
+def _ffmpeg_failure(returncode: int, timeout_s: float, log_tail: str) -> RenderError:
+    """Transient when ffmpeg was killed by a signal (our watchdog, the OOM killer) or says it
+    ran out of memory or disk; any other failing exit is taken to be about the inputs."""
+    if returncode < 0:
+        return RenderInterrupted(
+            f"ffmpeg was killed by signal {-returncode} (the {timeout_s:.0f} s limit, or out of "
+            f"memory): {log_tail}"
+        )
+    if any(marker in log_tail for marker in RESOURCE_EXHAUSTED):
+        return RenderInterrupted(f"ffmpeg ran out of resources (exit {returncode}): {log_tail}")
+    return RenderRejected(f"ffmpeg exited {returncode}: {log_tail}")
 
 
 def _make_thumbnail(video: Path, at_seconds: float, work_dir: Path, out_path: Path) -> Path:
@@ -396,7 +421,7 @@ def render_video(
         )
         size_bytes = encode(bitrate, attempt=2)
         if size_bytes > max_bytes:
-            raise RenderError(f"video is {size_bytes} bytes, over the {max_bytes} byte limit")
+            raise RenderRejected(f"video is {size_bytes} bytes, over the {max_bytes} byte limit")
     if progress is not None:
         progress(1.0)
     info = probe(out_path)

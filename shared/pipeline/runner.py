@@ -9,13 +9,12 @@ import logging
 from shared import queue
 from shared.errors import OwnerActionNeeded, PermanentError, TransientError
 from shared.pipeline.job import CancelRequested, Heartbeat, JobContext
-from shared.pipeline.steps import REVIEW_OF_GATE, STEP_AFTER_GATE, STEP_REDONE_BY_GATE, STEPS
+from shared.pipeline.steps import TABLE
+from shared.pipeline.table import Next
 from shared.telegram import ChatBlocked
 from shared.texts import failure_notice, t
 
 log = logging.getLogger(__name__)
-
-FAILURE_STEP_NAMES = {"review_script": "script", "review_storyboard": "storyboard"}
 
 
 def run_job(ctx: JobContext) -> None:
@@ -31,15 +30,17 @@ def run_job(ctx: JobContext) -> None:
             return
         with Heartbeat(ctx.settings, job) as heartbeat:
             ctx.heartbeat = heartbeat
-            while not STEPS[job.step](ctx):
-                pass
+            outcome = Next.CONTINUE
+            while outcome is Next.CONTINUE:
+                outcome = TABLE[job.step].run(ctx)
+        log.info("job stopped job=%s step=%s outcome=%s", job.id, job.step, outcome.value)
     except queue.LeaseLost:
         log.warning("job abandoned: lease lost job=%s step=%s", job.id, job.step)
     except CancelRequested as exc:
         _cancel(ctx, str(exc), "job_cancelled")
     except ChatBlocked:
         cancelled = queue.cancel_user_jobs(ctx.db, job.user_id, "the user blocked the bot")
-        ctx.db.run("block_chat", chat_id=job.chat_id)
+        queue.block_chat(ctx.db, job.chat_id)
         log.info("user blocked the bot job=%s chat=%s cancelled=%s", job.id, job.chat_id, cancelled)
     except TransientError as exc:
         _fail(ctx, exc, permanent=False, retry_after=exc.retry_after or 0.0)
@@ -56,17 +57,16 @@ def _resolve_gate(ctx: JobContext) -> bool:
     gate = job.prev_gate
     if job.gate_decision == "approved":
         log.info("gate approved job=%s gate=%s", job.id, gate)
-        ctx.checkpoint({"approved": True}, STEP_AFTER_GATE[gate])
+        ctx.checkpoint({"approved": True}, TABLE.step_after_gate(gate))
         return True
-    revision = ctx.db.one("pending_revision", id=job.id, gate=gate)
+    revision = queue.pending_revision(ctx.db, job.id, gate)
     if revision is not None:
-        if not ctx.db.run("consume_revision", revision_id=revision["id"], token=job.lease_token):
-            raise queue.LeaseLost(f"job {job.id}: lease lost while taking revision")
-        count = (job.checkpoints.get(REVIEW_OF_GATE[gate]) or {}).get("count", 0) + 1
+        queue.consume_revision(ctx.db, job, revision["id"])
+        count = (job.checkpoints.get(TABLE.review_of(gate)) or {}).get("count", 0) + 1
         log.info("gate revision job=%s gate=%s kind=%s count=%s", job.id, gate, revision["kind"], count)
         ctx.checkpoint(
             {"kind": revision["kind"], "text": revision["text"], "count": count},
-            STEP_REDONE_BY_GATE[gate],
+            TABLE.redo_of(gate),
         )
         return True
     if job.gate_expired:
@@ -80,7 +80,7 @@ def _resolve_gate(ctx: JobContext) -> bool:
 def _notify(ctx: JobContext, text: str) -> None:
     """Tell the user, unless they blocked the bot; a failed notice is logged, not retried."""
     job = ctx.job
-    if ctx.db.one("chat_is_blocked", chat_id=job.chat_id)["blocked"]:
+    if queue.chat_is_blocked(ctx.db, job.chat_id):
         return
     try:
         ctx.telegram.send_message(job.chat_id, text)
@@ -108,4 +108,4 @@ def _fail(ctx: JobContext, exc: BaseException, *, permanent: bool, retry_after: 
     if state == "failed" and isinstance(exc, OwnerActionNeeded):
         _notify(ctx, t("bot_unavailable", ctx.language, job_id=job.id))
     elif state == "failed":
-        _notify(ctx, failure_notice(FAILURE_STEP_NAMES.get(job.step, job.step), ctx.language))
+        _notify(ctx, failure_notice(TABLE.failure_name(job.step), ctx.language))

@@ -1,8 +1,8 @@
-"""The steps of a job, in order. Each step reads what earlier steps checkpointed, does its work
-in a temporary directory of its own, checkpoints its result and names the next step. A review
-step sends the gate message and parks the job until the user (or an operator) decides.
-
-    script -> review_script -> media -> review_storyboard -> render -> deliver
+"""The steps of a job and `TABLE`, the one place that puts them in order (see
+shared/pipeline/table.py). Each step reads what earlier steps checkpointed, does its work in a
+temporary directory of its own, checkpoints its result and moves the job to the step the table
+says comes next. A review step sends the gate message and parks the job until the user (or an
+operator) decides.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from shared import queue
 from shared.buttons import gate_keyboard, resend_keyboard
@@ -19,16 +18,12 @@ from shared.media import audio_duration
 from shared.pipeline.job import ChatAction, JobContext
 from shared.pipeline.render import render_video
 from shared.pipeline.storyboard import make_storyboard
+from shared.pipeline.table import DONE, Gate, Next, Step, Table
 from shared.plan import ScenePlan, parse_edited_script
 from shared.telegram import ChatBlocked, RateLimited, TelegramError
 from shared.texts import script_message, t
 
 log = logging.getLogger(__name__)
-
-GATE_OF_REVIEW = {"review_script": "script", "review_storyboard": "storyboard"}
-REVIEW_OF_GATE = {gate: review for review, gate in GATE_OF_REVIEW.items()}
-STEP_AFTER_GATE = {"script": "media", "storyboard": "render"}
-STEP_REDONE_BY_GATE = {"script": "script", "storyboard": "media"}
 
 
 def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
@@ -36,14 +31,22 @@ def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=f"videobot-job{ctx.job.id}-{ctx.job.step}-")
 
 
-def _rewind_if_missing(ctx: JobContext, files: dict[str, bytes], count: int, step: str) -> bool:
-    """Files of an earlier step are gone (a cancelled job retried by an operator): go back and
-    make them again rather than fail. True when the job was sent back to `step`."""
+def _advance(ctx: JobContext, result: object) -> Next:
+    """Checkpoint the step's result and move the job to the step that follows it."""
+    ctx.checkpoint(result, TABLE.next_step(ctx.job.step))
+    return Next.CONTINUE
+
+
+def _files(ctx: JobContext, prefix: str, count: int) -> dict[str, bytes] | None:
+    """The `count` artifacts whose names start with `prefix`; None when some are gone (a cancelled job retried by
+    an operator) and the job was sent back to the step that makes them, rather than fail."""
+    files = queue.load_artifacts(ctx.db, ctx.job.id, prefix)
     if len(files) >= count:
-        return False
+        return files
+    step = TABLE.maker_of(prefix)
     log.warning("files missing job=%s step=%s found=%s rewind_to=%s", ctx.job.id, ctx.job.step, len(files), step)
     ctx.checkpoint({"rewound_to": step, "files_found": len(files)}, step)
-    return True
+    return None
 
 
 def _write_files(files: dict[str, bytes], directory: Path) -> list[Path]:
@@ -62,10 +65,10 @@ def _plan(ctx: JobContext) -> ScenePlan:
 
 def _revision(ctx: JobContext, gate: str) -> dict:
     """What the user asked for at `gate` the last time: {"count": n, "kind": ..., "text": ...}."""
-    return ctx.job.checkpoints.get(REVIEW_OF_GATE[gate]) or {}
+    return ctx.job.checkpoints.get(TABLE.review_of(gate)) or {}
 
 
-def step_script(ctx: JobContext) -> bool:
+def step_script(ctx: JobContext) -> Next:
     ctx.status.show("progress_script", force=True)
     revision = _revision(ctx, "script")
     seconds = ctx.settings.video_seconds
@@ -76,41 +79,47 @@ def step_script(ctx: JobContext) -> bool:
             ctx.job.description, ctx.language, seconds, variant=revision.get("count", 0)
         )
     log.info("script written job=%s scenes=%d", ctx.job.id, len(plan.scenes))
-    ctx.checkpoint(plan.to_dict(), "review_script")
-    return False
+    return _advance(ctx, plan.to_dict())
 
 
-def step_review(ctx: JobContext) -> bool:
-    """Send the gate message and park the job, or pass straight on when the gate is off."""
-    gate = GATE_OF_REVIEW[ctx.job.step]
-    if gate not in ctx.settings.approval_gates:
-        ctx.checkpoint({"approved": "gate off"}, STEP_AFTER_GATE[gate])
-        return False
-    plan = _plan(ctx)
-    stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/") if gate == "storyboard" else {}
-    if gate == "storyboard" and _rewind_if_missing(ctx, stills, len(plan.scenes), "media"):
-        return False
-    keyboard = gate_keyboard(ctx.job.id, gate, ctx.language)
-    if gate == "script":
-        text = script_message(plan.title, [scene.narration for scene in plan.scenes], ctx.language)
-        message = ctx.telegram.send_message(ctx.job.chat_id, text, reply_markup=keyboard)
-    else:
-        with _work_dir(ctx) as tmp:
-            images = _write_files(stills, Path(tmp))
-            sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg")
-            caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
-            message = ctx.telegram.send_photo(
-                ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard
-            )
+def step_review(ctx: JobContext) -> Next:
+    """Send the gate message and park the job, or pass straight on when the gate is off. What the
+    message shows is the gate's own (`Gate.show`); the rest is the same for every gate."""
+    gate = TABLE.gate_of(ctx.job.step)
+    if gate.name not in ctx.settings.approval_gates:
+        return _advance(ctx, {"approved": "gate off"})
+    message = gate.show(ctx, gate_keyboard(ctx.job.id, gate.name, ctx.language))
+    if message is None:
+        return Next.CONTINUE
     ctx.check()
     queue.open_gate(
-        ctx.db, ctx.job, gate, message["message_id"], ctx.settings.approval_ttl_hours * 3600
+        ctx.db, ctx.job, gate.name, message["message_id"], ctx.settings.approval_ttl_hours * 3600
     )
-    log.info("gate opened job=%s gate=%s message=%s", ctx.job.id, gate, message["message_id"])
-    return True
+    log.info("gate opened job=%s gate=%s message=%s", ctx.job.id, gate.name, message["message_id"])
+    return Next.PARKED
 
 
-def step_media(ctx: JobContext) -> bool:
+def show_script(ctx: JobContext, keyboard: dict) -> dict:
+    """The script gate: the title and each scene's narration, as text."""
+    plan = _plan(ctx)
+    text = script_message(plan.title, [scene.narration for scene in plan.scenes], ctx.language)
+    return ctx.telegram.send_message(ctx.job.chat_id, text, reply_markup=keyboard)
+
+
+def show_storyboard(ctx: JobContext, keyboard: dict) -> dict | None:
+    """The storyboard gate: a contact sheet of the stills, one numbered frame per scene."""
+    plan = _plan(ctx)
+    stills = _files(ctx, "image/", len(plan.scenes))
+    if stills is None:
+        return None
+    with _work_dir(ctx) as tmp:
+        images = _write_files(stills, Path(tmp))
+        sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg")
+        caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
+        return ctx.telegram.send_photo(ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard)
+
+
+def step_media(ctx: JobContext) -> Next:
     """A voice-over and a still per scene. Voices and stills already made (and paid for) survive
     a retry: each still drawn is checkpointed with its variant, so only a storyboard
     regeneration, which asks for a new variant, draws them again (for the same voices)."""
@@ -144,21 +153,21 @@ def step_media(ctx: JobContext) -> bool:
             ctx.check()
             queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
             drawn.add(index)
-            ctx.checkpoint({"stills_variant": variant, "stills_drawn": sorted(drawn)}, "media")
-    ctx.checkpoint(
-        {"durations": durations, "stills_variant": variant, "stills_drawn": sorted(drawn)},
-        "review_storyboard",
+            ctx.checkpoint({"stills_variant": variant, "stills_drawn": sorted(drawn)}, ctx.job.step)
+    return _advance(
+        ctx, {"durations": durations, "stills_variant": variant, "stills_drawn": sorted(drawn)}
     )
-    return False
 
 
-def step_render(ctx: JobContext) -> bool:
+def step_render(ctx: JobContext) -> Next:
     plan = _plan(ctx)
     scenes = len(plan.scenes)
-    voices = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
-    stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/")
-    if _rewind_if_missing(ctx, voices, scenes, "media") or _rewind_if_missing(ctx, stills, scenes, "media"):
-        return False
+    voices = _files(ctx, "voice/", scenes)
+    if voices is None:
+        return Next.CONTINUE
+    stills = _files(ctx, "image/", scenes)
+    if stills is None:
+        return Next.CONTINUE
     durations = ctx.job.checkpoints["media"]["durations"]
     width, height = ctx.settings.video_size
 
@@ -179,45 +188,44 @@ def step_render(ctx: JobContext) -> bool:
         ctx.check()
         queue.save_artifact(ctx.db, ctx.job, "out/video.mp4", result.path.read_bytes())
         queue.save_artifact(ctx.db, ctx.job, "out/thumb.jpg", result.thumbnail.read_bytes())
-    ctx.checkpoint(
+    return _advance(
+        ctx,
         {"duration": result.duration, "width": result.width, "height": result.height,
          "size_bytes": result.size_bytes},
-        "deliver",
     )
-    return False
 
 
-def step_deliver(ctx: JobContext) -> bool:
+def step_deliver(ctx: JobContext) -> Next:
     """Send the video, telling apart the outcomes of an upload (sql/003_delivery_outcomes.sql):
     sent; not sent (Telegram answered with an error), retried later; unknown (no answer came
     back), never sent again unasked: the user gets a button that sends it again. A rate limit
     defers the job to when Telegram allows it, without counting an attempt."""
     job = ctx.job
-    delivery = ctx.db.one("delivery_state", id=job.id)
+    delivery = queue.delivery_state(ctx.db, job.id)
     state = delivery["state"] if delivery else None
     try:
         if state == "sending":  # the run that began this upload ended before its answer
             queue.end_delivery(ctx.db, job, "unknown", "an earlier run ended while sending the video")
             state = "unknown"
         if state in (None, "failed", "resend"):
-            files = queue.load_artifacts(ctx.db, job.id, "out/")
-            if _rewind_if_missing(ctx, files, 2, "render"):
-                return False
+            files = _files(ctx, "out/", 2)
+            if files is None:
+                return Next.CONTINUE
             state = "sent" if _send_video(ctx, files) else "unknown"
         elif state == "sent":
             log.info("video already delivered job=%s", job.id)
         if state == "unknown":
             _offer_resend(ctx)
-            return True
+            return Next.FINISHED
     except RateLimited as exc:
         delay = exc.retry_after or 1.0
         queue.defer(ctx.db, job, delay, f"deliver: {exc}")
         log.info("delivery deferred job=%s chat=%s retry_after=%.1f", job.id, job.chat_id, delay)
-        return True
+        return Next.PARKED
     ctx.status.show("progress_done", force=True)
     queue.complete(ctx.db, job)
-    job.step = "done"
-    return True
+    job.step = DONE
+    return Next.FINISHED
 
 
 def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
@@ -264,15 +272,17 @@ def _offer_resend(ctx: JobContext) -> None:
         reply_markup=resend_keyboard(job.id, ctx.language),
     )
     queue.complete(ctx.db, job)
-    job.step = "done"
+    job.step = DONE
     log.info("resend offered job=%s chat=%s", job.id, job.chat_id)
 
 
-STEPS: dict[str, Callable[[JobContext], bool]] = {
-    "script": step_script,
-    "review_script": step_review,
-    "media": step_media,
-    "review_storyboard": step_review,
-    "render": step_render,
-    "deliver": step_deliver,
-}
+TABLE = Table(
+    Step("script", step_script, then="review_script"),
+    Step("review_script", step_review, then="media",
+         opens=Gate("script", redoes="script", show=show_script)),
+    Step("media", step_media, then="review_storyboard", makes=("voice/", "image/")),
+    Step("review_storyboard", step_review, then="render",
+         opens=Gate("storyboard", redoes="media", show=show_storyboard)),
+    Step("render", step_render, then="deliver", makes=("out/",)),
+    Step("deliver", step_deliver, then=DONE),
+)

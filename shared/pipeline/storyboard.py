@@ -8,8 +8,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from shared.media import FONT_PATH
-from shared.providers.local import ellipsized
+from shared.imaging import ellipsized, load_font
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +63,8 @@ def make_storyboard(
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"{len(images)} images but {len(labels)} labels")
     tile_width, tile_height = _tile_size(Path(images[0]))
-    badge_font = ImageFont.truetype(str(FONT_PATH), max(tile_width // 12, 14))
-    label_font = ImageFont.truetype(str(FONT_PATH), max(tile_width // 18, 12))
+    badge_font = load_font(max(tile_width // 12, 14))
+    label_font = load_font(max(tile_width // 18, 12))
     label_height = int(label_font.size * 1.8) if labels else 0
     columns = _columns_for(len(images), (tile_width, tile_height + label_height))
     rows = math.ceil(len(images) / columns)

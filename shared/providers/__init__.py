@@ -1,7 +1,7 @@
 """Pick the script, voice and visuals providers named in the settings.
 
 Provider modules are imported only when chosen, so a local-only setup never loads the OpenAI
-code, and the local providers' dependencies are not needed for an all-OpenAI setup.
+code, and an all-OpenAI setup never loads espeak-ng (only `local_voice` imports it).
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def _script_provider(settings: Settings, client: "OpenAIClient | None") -> Scrip
         from shared.providers.openai import OpenAIScript
 
         return OpenAIScript(client, settings.openai_script_model)
-    from shared.providers.local import LocalScript
+    from shared.providers.local_script import LocalScript
 
     return LocalScript()
 
@@ -75,7 +75,7 @@ def _voice_provider(settings: Settings, client: "OpenAIClient | None") -> VoiceP
         from shared.providers.openai import OpenAIVoice
 
         return OpenAIVoice(client, settings.openai_tts_model, settings.openai_tts_voice)
-    from shared.providers.local import LocalVoice
+    from shared.providers.local_voice import LocalVoice
 
     return LocalVoice()
 
@@ -85,6 +85,6 @@ def _visuals_provider(settings: Settings, client: "OpenAIClient | None") -> Visu
         from shared.providers.openai import OpenAIVisuals
 
         return OpenAIVisuals(client, settings.openai_image_model)
-    from shared.providers.local import LocalVisuals
+    from shared.providers.local_visuals import LocalVisuals
 
     return LocalVisuals()

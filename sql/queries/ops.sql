@@ -1,5 +1,7 @@
--- The operator's CLI (manage.py, shared/ops.py). Parameters carry explicit casts: statements
--- are prepared without parameter types, and a NULL filter must still have one.
+-- What the operator's CLI (manage.py, shared/operator/ops.py) reads, and prune. Its
+-- transitions (approve, cancel, retry, resend) go through shared/queue.py and the SQL functions
+-- of sql/005_state_functions.sql. Parameters carry explicit casts: statements are prepared
+-- without parameter types, and a NULL filter must still have one.
 
 -- name: ops_list_jobs
 -- Newest first; every filter is optional (NULL = no filter). Ages are in seconds.
@@ -35,24 +37,6 @@ FROM deliveries WHERE job_id = :id::bigint;
 SELECT at, event, step, attempt, detail
 FROM job_events WHERE job_id = :id::bigint ORDER BY id;
 
--- name: ops_retry_job
--- Requeue a failed or cancelled job at the step where it stopped. Its 'cancelled' decision rows
--- go, or the next claim would cancel it again at once.
-WITH requeued AS (
-    UPDATE jobs
-    SET state = 'queued', attempts = 0, run_at = now(), finished_at = NULL,
-        cancel_reason = NULL, updated_at = now()
-    WHERE id = :id::bigint AND state IN ('failed', 'cancelled')
-    RETURNING id, step
-), uncancelled AS (
-    DELETE FROM approval_statuses
-    WHERE job_id IN (SELECT id::text FROM requeued) AND status = 'cancelled'
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt, detail)
-    SELECT id, 'operator_retry', step, 0, 'requeued by operator' FROM requeued
-)
-SELECT id, step FROM requeued;
-
 -- name: ops_jobs_by_state
 SELECT state, count(*) AS jobs FROM jobs GROUP BY state ORDER BY state;
 
@@ -75,7 +59,8 @@ JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE n.nspname = current_schema() AND c.relkind = 'r'
 ORDER BY bytes DESC, table_name;
 
--- name: ops_database_size
+-- name: database_size
+-- The operator's stats and the worker's size warning.
 SELECT pg_database_size(current_database()) AS bytes;
 
 -- name: ops_prune

@@ -1,5 +1,11 @@
--- The job state machine. Every transition is one statement; every write after a claim is
--- fenced by (id, lease_token, state = 'running'), so a worker that lost its lease changes nothing.
+-- The job state machine, and the only place that writes job state (jobs, their decisions,
+-- revisions, delivery records, blocked chats), run through shared/queue.py. Every transition is
+-- one statement or one SQL function (sql/005_state_functions.sql); every write after a claim is
+-- fenced by (id, lease_token, state = 'running'), so a worker that lost its lease changes
+-- nothing. The history (job_events) of every change of state is written by the trigger
+-- jobs_state_event; the statements here write only the events that are not state changes.
+-- Parameters that may be NULL, or that reach a function, carry explicit casts: statements are
+-- prepared without parameter types.
 
 -- name: enqueue_job
 -- Idempotent by key: a second call with the same key returns the first job (created = false).
@@ -13,6 +19,40 @@ SELECT id, true AS created FROM inserted
 UNION ALL
 SELECT id, false AS created FROM jobs
 WHERE idempotency_key = :idempotency_key AND NOT EXISTS (SELECT 1 FROM inserted);
+
+-- name: create_job_from_update
+-- The bot's job for a new description, in one statement: record the update (a redelivery stops
+-- here; telegram_updates is the bot's dedup record), unblock the chat (the user is talking to
+-- the bot again), check the user's limits, insert the job. outcome: created | duplicate |
+-- too_many_active | daily_limit. The day is the UTC calendar day.
+WITH recorded AS (
+    INSERT INTO telegram_updates (update_id, kind) VALUES (:update_id::bigint, 'message')
+    ON CONFLICT (update_id) DO NOTHING
+    RETURNING update_id
+), unblocked AS (
+    DELETE FROM blocked_chats
+    WHERE chat_id = :chat_id::bigint AND EXISTS (SELECT 1 FROM recorded)
+), usage AS (
+    SELECT count(*) FILTER (WHERE state IN ('queued', 'running', 'waiting')) AS active,
+           count(*) FILTER (WHERE created_at >= date_trunc('day', now(), 'UTC')) AS today
+    FROM jobs
+    WHERE user_id = :user_id::bigint
+), inserted AS (
+    INSERT INTO jobs (chat_id, user_id, language, description, max_attempts)
+    SELECT :chat_id::bigint, :user_id::bigint, :language::text, :description::text,
+           :max_attempts::integer
+    FROM recorded, usage
+    WHERE usage.active < :max_active::bigint AND usage.today < :max_per_day::bigint
+    RETURNING id
+)
+SELECT CASE
+         WHEN NOT EXISTS (SELECT 1 FROM recorded) THEN 'duplicate'
+         WHEN EXISTS (SELECT 1 FROM inserted) THEN 'created'
+         WHEN usage.active >= :max_active::bigint THEN 'too_many_active'
+         ELSE 'daily_limit'
+       END AS outcome,
+       (SELECT id FROM inserted) AS job_id
+FROM usage;
 
 -- name: claim_jobs
 -- Take up to :n runnable jobs: queued and due (or asked to cancel), running with an expired
@@ -87,19 +127,13 @@ RETURNING id;
 
 -- name: open_gate
 -- Park the job at a gate: no lease, a deadline, the message that carries the buttons.
-WITH parked AS (
-    UPDATE jobs
-    SET state = 'waiting', gate = :gate,
-        gate_deadline = now() + make_interval(secs => :ttl_seconds::float8),
-        gate_message_id = :message_id, lease_token = NULL, lease_expires_at = NULL,
-        updated_at = now()
-    WHERE id = :id AND lease_token = :token AND state = 'running'
-    RETURNING id, step, attempts, gate
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt, detail)
-    SELECT id, 'gate_opened', step, attempts, gate FROM parked
-)
-SELECT id FROM parked;
+UPDATE jobs
+SET state = 'waiting', gate = :gate,
+    gate_deadline = now() + make_interval(secs => :ttl_seconds::float8),
+    gate_message_id = :message_id, lease_token = NULL, lease_expires_at = NULL,
+    updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id;
 
 -- name: complete_job
 WITH finished AS (
@@ -107,10 +141,7 @@ WITH finished AS (
     SET state = 'done', lease_token = NULL, lease_expires_at = NULL, last_error = NULL,
         finished_at = now(), updated_at = now()
     WHERE id = :id AND lease_token = :token AND state = 'running'
-    RETURNING id, step, attempts
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt)
-    SELECT id, 'done', step, attempts FROM finished
+    RETURNING id
 ), artifacts AS (
     -- A video whose delivery is unknown stays until the user asks for it again or prune.
     DELETE FROM job_artifacts
@@ -124,41 +155,28 @@ SELECT id FROM finished;
 -- Run the job again in :delay seconds without counting this attempt (the claim counted one):
 -- Telegram asked the bot to wait (a 429's retry_after), which says nothing about the job, so
 -- a rate limit can never use up max_attempts and lose a finished video.
-WITH deferred AS (
-    UPDATE jobs
-    SET state = 'queued', run_at = now() + make_interval(secs => :delay::float8),
-        attempts = GREATEST(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL,
-        last_error = :reason, updated_at = now()
-    WHERE id = :id AND lease_token = :token AND state = 'running'
-    RETURNING id, step, attempts
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt, detail)
-    SELECT id, 'deferred', step, attempts, :reason FROM deferred
-)
-SELECT id FROM deferred;
+-- The attempt given back is what the history tells a 'deferred' from a 'retry_scheduled' by.
+UPDATE jobs
+SET state = 'queued', run_at = now() + make_interval(secs => :delay::float8),
+    attempts = GREATEST(attempts - 1, 0), lease_token = NULL, lease_expires_at = NULL,
+    last_error = :reason, updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id;
 
 -- name: fail_job
 -- Retry later with capped exponential backoff and equal jitter, at least :retry_after seconds;
 -- after max_attempts, or when :permanent, the job is failed. A failed job keeps its artifacts so
 -- that an operator's retry resumes where it stopped; prune removes them.
-WITH failed AS (
-    UPDATE jobs
-    SET state = CASE WHEN :permanent OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
-        run_at = now() + make_interval(secs => GREATEST(
-            :retry_after::float8,
-            LEAST(:max_delay::float8, :base_delay::float8 * 2 ^ GREATEST(attempts - 1, 0))
-                * (0.5 + random() / 2))),
-        finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN now() END,
-        lease_token = NULL, lease_expires_at = NULL, last_error = :error, updated_at = now()
-    WHERE id = :id AND lease_token = :token AND state = 'running'
-    RETURNING id, state, step, attempts, run_at
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt, detail)
-    SELECT id, CASE WHEN state = 'failed' THEN 'failed' ELSE 'retry_scheduled' END,
-           step, attempts, :error
-    FROM failed
-)
-SELECT id, state, run_at FROM failed;
+UPDATE jobs
+SET state = CASE WHEN :permanent OR attempts >= max_attempts THEN 'failed' ELSE 'queued' END,
+    run_at = now() + make_interval(secs => GREATEST(
+        :retry_after::float8,
+        LEAST(:max_delay::float8, :base_delay::float8 * 2 ^ GREATEST(attempts - 1, 0))
+            * (0.5 + random() / 2))),
+    finished_at = CASE WHEN :permanent OR attempts >= max_attempts THEN now() END,
+    lease_token = NULL, lease_expires_at = NULL, last_error = :error, updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id, state, run_at;
 
 -- name: cancel_jobs
 -- Cancel unfinished jobs: job :id, or all of user :user_id's (they blocked the bot, or sent
@@ -172,32 +190,24 @@ WITH cancelled AS (
     WHERE (id = :id::bigint OR user_id = :user_id::bigint)
       AND state IN ('queued', 'running', 'waiting')
       AND (:token::uuid IS NULL OR (lease_token = :token::uuid AND state = 'running'))
-    RETURNING id, step, attempts
-), event AS (
-    INSERT INTO job_events (job_id, event, step, attempt, detail)
-    SELECT id, 'cancelled', step, attempts, :reason FROM cancelled
+    RETURNING id
 ), artifacts AS (
     DELETE FROM job_artifacts WHERE job_id IN (SELECT id FROM cancelled)
 )
 SELECT id FROM cancelled;
 
--- name: insert_decision
--- A decision row exactly as an operator's emergency INSERT writes it, by the user's button or
--- the operator's CLI (:decided_by). It expires with the gate's deadline when the job waits at
--- this gate, else in a day. No row back: that (job, approval_type) is decided already.
-WITH decided AS (
-    INSERT INTO approval_statuses (job_id, approval_type, status, expires_at)
-    SELECT id::text, :approval_type::text, :status::text,
-           CASE WHEN gate = :approval_type::text THEN gate_deadline ELSE now() + interval '1 day' END
-    FROM jobs WHERE id = :job_id::bigint
-    ON CONFLICT (job_id, approval_type) DO NOTHING
-    RETURNING id
-), event AS (
-    INSERT INTO job_events (job_id, event, step, detail)
-    SELECT j.id, :decided_by::text || '_' || :status::text, j.step, :approval_type::text
-    FROM jobs j WHERE j.id = :job_id::bigint AND EXISTS (SELECT 1 FROM decided)
-)
-SELECT id FROM decided;
+-- name: decide
+-- A decision row exactly as an operator's emergency INSERT writes it (see decide() in
+-- sql/005_state_functions.sql). false: that (job, approval_type) is decided already.
+SELECT decide(:job_id::bigint, :approval_type::text, :status::text, :decided_by::text) AS written;
+
+-- name: request_cancel
+-- The operator's cancel request (cancel_job()); false: one was made already.
+SELECT cancel_job(:job_id::bigint, :reason::text) AS written;
+
+-- name: retry_job
+-- A failed or cancelled job queued again where it stopped (retry_job()); returns the step.
+SELECT retry_job(:job_id::bigint) AS step;
 
 -- name: save_artifact
 -- Fenced: a worker that lost its lease cannot overwrite the new owner's files.
@@ -210,11 +220,27 @@ RETURNING job_id;
 -- name: load_artifacts
 SELECT name, content FROM job_artifacts WHERE job_id = :id AND name LIKE :prefix || '%' ORDER BY name;
 
+-- name: insert_revision
+-- Regenerate, or an edited script (:text), at an open gate; one pending revision per gate.
+-- Not a change of state: the event is written here.
+WITH revised AS (
+    INSERT INTO job_revisions (job_id, gate, kind, text)
+    VALUES (:job_id::bigint, :gate::text, :kind::text, :text::text)
+    ON CONFLICT (job_id, gate) WHERE consumed_at IS NULL DO NOTHING
+    RETURNING id
+), event AS (
+    INSERT INTO job_events (job_id, event, step, detail)
+    SELECT j.id, 'gate_' || :kind::text, j.step, :gate::text
+    FROM jobs j WHERE j.id = :job_id::bigint AND EXISTS (SELECT 1 FROM revised)
+)
+SELECT id FROM revised;
+
 -- name: pending_revision
 SELECT id, kind, text FROM job_revisions
 WHERE job_id = :id AND gate = :gate AND consumed_at IS NULL;
 
 -- name: consume_revision
+-- Fenced: no row back when the lease is lost (or the revision was taken already).
 UPDATE job_revisions r SET consumed_at = now()
 FROM jobs j
 WHERE r.id = :revision_id AND r.consumed_at IS NULL
@@ -261,29 +287,9 @@ WHERE d.job_id = :id AND d.state = 'sending' AND :outcome::text IN ('failed', 'u
 RETURNING d.job_id;
 
 -- name: request_resend
--- The user's button or the operator's CLI (:requested_by) asks for a video whose delivery is
--- unknown once more: the record becomes 'resend' and a finished job is queued again at its
--- deliver step, where the worker sends it. Only an 'unknown' record moves, so a second press
--- asks for nothing more. Not while a worker runs the job (it is about to finish it), nor for a
--- cancelled job (its files are gone). No row back: nothing to resend.
-WITH requested AS (
-    UPDATE deliveries d
-    SET state = 'resend', resends = d.resends + 1, updated_at = now()
-    FROM jobs j
-    WHERE d.job_id = :job_id::bigint AND d.state = 'unknown'
-      AND j.id = d.job_id AND j.state IN ('queued', 'done', 'failed')
-    RETURNING d.job_id
-), requeued AS (
-    UPDATE jobs
-    SET state = 'queued', step = 'deliver', attempts = 0, run_at = now(), finished_at = NULL,
-        last_error = NULL, updated_at = now()
-    WHERE id IN (SELECT job_id FROM requested) AND state IN ('done', 'failed')
-), event AS (
-    INSERT INTO job_events (job_id, event, step, detail)
-    SELECT job_id, :requested_by::text || '_resend', 'deliver', 'video asked for again'
-    FROM requested
-)
-SELECT job_id FROM requested;
+-- A video whose delivery is unknown, asked for once more (resend_video()); false: nothing to
+-- resend.
+SELECT resend_video(:job_id::bigint, :requested_by::text) AS requested;
 
 -- name: delivery_state
 SELECT state, telegram_message_id FROM deliveries WHERE job_id = :id;

@@ -1,165 +1,18 @@
-"""Providers that need no network: text splitting, espeak-ng speech, Pillow title cards."""
+"""Visuals provider that needs no network: a designed Pillow title card per scene."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import logging
-import threading
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 
-import espeakng_loader
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
+from PIL import Image, ImageDraw, ImageFilter
 
-from shared.media import FONT_PATH
-from shared.plan import ScenePlan, plan_from_text
+from shared.imaging import LINE_SPACING, ellipsized, fit_to_box, load_font
+from shared.plan import ScenePlan
 
 logger = logging.getLogger(__name__)
-
-ESPEAK_VOICES = {"ru": "ru", "en": "en"}
-
-
-class LocalScript:
-    """Script provider that turns the description itself into scenes (see `plan_from_text`)."""
-
-    def write(self, description: str, language: str, seconds: int, variant: int = 0) -> ScenePlan:
-        """Variant n > 0 (a "regenerate" press) keeps the user's sentences, the narration, but
-        frames them anew: its title comes from the n-th sentence and the stills get a new look."""
-        title = None
-        if variant:
-            sentences = plan_from_text(description, language, seconds).scenes
-            title = sentences[variant % len(sentences)].on_screen_text
-        plan = plan_from_text(description, language, seconds, title=title)
-        logger.info("local script written scenes=%d title=%r", len(plan.scenes), plan.title)
-        return plan
-
-
-# --- espeak-ng through ctypes ---
-
-_AUDIO_OUTPUT_SYNCHRONOUS = 2
-_POS_CHARACTER = 1
-_ESPEAK_CHARS_UTF8 = 1
-_ESPEAK_RATE = 1
-_EE_OK = 0
-_SAMPLE_BYTES = 2
-_TAIL_SILENCE_S = 0.15
-_MIN_AUDIO_S = 0.5
-
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
-)
-
-
-class _Espeak:
-    """The process-global espeak-ng library: initialised once, used under one lock."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self._chunks: list[bytes] = []
-        self._library = ctypes.CDLL(espeakng_loader.get_library_path())
-        self._declare_signatures()
-        data_path = espeakng_loader.get_data_path().encode()
-        self.sample_rate = self._library.espeak_Initialize(
-            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path, 0
-        )
-        if self.sample_rate <= 0:
-            raise RuntimeError(f"espeak-ng failed to initialise with data at {data_path!r}")
-        # Kept on self: ctypes must not garbage-collect a callback the C library still holds.
-        self._callback = _SynthCallback(self._collect)
-        self._library.espeak_SetSynthCallback(self._callback)
-
-    def _declare_signatures(self) -> None:
-        lib = self._library
-        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
-        lib.espeak_Initialize.restype = ctypes.c_int
-        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
-        lib.espeak_SetSynthCallback.restype = None
-        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
-        lib.espeak_SetVoiceByName.restype = ctypes.c_int
-        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
-        lib.espeak_SetParameter.restype = ctypes.c_int
-        lib.espeak_Synth.argtypes = [
-            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int, ctypes.c_uint,
-            ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
-        ]
-        lib.espeak_Synth.restype = ctypes.c_int
-
-    def _collect(self, samples: ctypes.Array, count: int, _events: int) -> int:
-        if count > 0:
-            self._chunks.append(ctypes.string_at(samples, count * _SAMPLE_BYTES))
-        return 0
-
-    def synthesize(self, text: str, voice: str, words_per_minute: int) -> bytes:
-        """16-bit mono PCM at `sample_rate` for `text`. Call with `lock` held."""
-        self._chunks = []
-        if self._library.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-            raise RuntimeError(f"espeak-ng has no voice {voice!r}")
-        self._library.espeak_SetParameter(_ESPEAK_RATE, words_per_minute, 0)
-        encoded = text.encode("utf-8")
-        status = self._library.espeak_Synth(
-            encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _ESPEAK_CHARS_UTF8, None, None
-        )
-        if status != _EE_OK:
-            raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
-        return b"".join(self._chunks)
-
-
-_engine: _Espeak | None = None
-_engine_lock = threading.Lock()
-
-
-def _espeak() -> _Espeak:
-    global _engine
-    with _engine_lock:
-        if _engine is None:
-            _engine = _Espeak()
-        return _engine
-
-
-class LocalVoice:
-    """Voice provider speaking with espeak-ng; writes a mono 16-bit WAV."""
-
-    def __init__(self, words_per_minute: int = 155) -> None:
-        self.words_per_minute = words_per_minute
-
-    def speak(self, text: str, language: str, out_path: Path) -> float:
-        if not text or not text.strip():
-            raise ValueError("nothing to speak: the text is empty")
-        voice = ESPEAK_VOICES.get(language)
-        if voice is None:
-            raise ValueError(
-                f"no local voice for language {language!r}; use one of {sorted(ESPEAK_VOICES)}"
-            )
-        engine = _espeak()
-        with engine.lock:
-            pcm = engine.synthesize(text.strip(), voice, self.words_per_minute)
-        pcm = self._with_silence(pcm, engine.sample_rate)
-        out_path = Path(out_path)
-        with wave.open(str(out_path), "wb") as wav:
-            wav.setnchannels(1)
-            wav.setsampwidth(_SAMPLE_BYTES)
-            wav.setframerate(engine.sample_rate)
-            wav.writeframes(pcm)
-        seconds = len(pcm) / _SAMPLE_BYTES / engine.sample_rate
-        logger.info(
-            "local voice spoken language=%s seconds=%.2f path=%s", language, seconds, out_path
-        )
-        return seconds
-
-    @staticmethod
-    def _with_silence(pcm: bytes, sample_rate: int) -> bytes:
-        """Add a short tail so words are not cut, and never return less than `_MIN_AUDIO_S`."""
-        tail_samples = int(_TAIL_SILENCE_S * sample_rate)
-        short_by = int(_MIN_AUDIO_S * sample_rate) - len(pcm) // _SAMPLE_BYTES - tail_samples
-        if short_by > 0:
-            logger.warning("espeak produced almost no audio; padding with silence")
-        silence_samples = tail_samples + max(short_by, 0)
-        return pcm + b"\x00" * (silence_samples * _SAMPLE_BYTES)
-
-
-# --- Pillow title cards ---
 
 RGB = tuple[int, int, int]
 
@@ -189,10 +42,6 @@ _DOWNSCALE = 8  # soft shapes are drawn small and blurred, then enlarged: cheap 
 
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont:
-    return ImageFont.truetype(str(FONT_PATH), size)
 
 
 def _gradient(size: tuple[int, int], top: RGB, bottom: RGB, angle: int) -> Image.Image:
@@ -251,52 +100,6 @@ def _vignette(size: tuple[int, int]) -> Image.Image:
     return vignette
 
 
-def _wrap(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> list[str]:
-    """Greedy word wrap; a word wider than the line is split by characters."""
-    lines: list[str] = []
-    current = ""
-    for word in text.split():
-        candidate = f"{current} {word}".strip()
-        if font.getlength(candidate) <= max_width:
-            current = candidate
-            continue
-        if current:
-            lines.append(current)
-        current = ""
-        for char in word:
-            if font.getlength(current + char) > max_width and current:
-                lines.append(current)
-                current = ""
-            current += char
-    if current:
-        lines.append(current)
-    return lines
-
-
-def _fit_headline(
-    text: str, box_width: float, box_height: float, start_size: int, max_lines: int = 5
-) -> tuple[ImageFont.FreeTypeFont, list[str]]:
-    """The largest font size (from `start_size` down) at which `text` fits the box."""
-    size = start_size
-    while True:
-        font = _font(size)
-        lines = _wrap(text, font, box_width)
-        line_height = size * 1.18
-        words_fit = all(font.getlength(word) <= box_width for word in text.split())
-        fits = words_fit and len(lines) <= max_lines and len(lines) * line_height <= box_height
-        if fits or size <= 14:
-            return font, lines
-        size = int(size * 0.9)
-
-
-def ellipsized(text: str, font: ImageFont.FreeTypeFont, max_width: float) -> str:
-    if font.getlength(text) <= max_width:
-        return text
-    while text and font.getlength(text + "…") > max_width:
-        text = text[:-1]
-    return text.rstrip() + "…"
-
-
 @dataclass(frozen=True)
 class _Layout:
     """Where things go on a card of a given size."""
@@ -333,7 +136,7 @@ def _draw_header(
     draw: ImageDraw.ImageDraw, layout: _Layout, title: str, counter: str, accent: RGB
 ) -> None:
     """The plan title, small and upper-case, and a "2/6" scene counter in a pill."""
-    font = _font(max(int(layout.unit * 0.035), 12))
+    font = load_font(max(int(layout.unit * 0.035), 12))
     counter_width = font.getlength(counter)
     pad = font.size * 0.6
     title = ellipsized(title.upper(), font, layout.text_width - counter_width - 3 * pad)
@@ -359,7 +162,7 @@ def _draw_headline(
     accent: RGB,
 ) -> None:
     """The scene's on-screen text, as large as fits, under a short accent bar."""
-    font, lines = _fit_headline(
+    font, lines = fit_to_box(
         text, layout.text_width, layout.headline_height, start_size=int(layout.unit * 0.12)
     )
     left, top = layout.margin_x, layout.headline_top
@@ -369,7 +172,7 @@ def _draw_headline(
         radius=bar // 2,
         fill=(*accent, 255),
     )
-    line_height = font.size * 1.18
+    line_height = font.size * LINE_SPACING
     for line_no, line in enumerate(lines):
         position = (left, top + line_no * line_height)
         shadow_draw.text(position, line, font=font, fill=(0, 0, 0, 150))

@@ -7,11 +7,14 @@ served over HTTP on 127.0.0.1 and registered with setWebhook and a secret, the u
 and button presses delivered to it as Telegram updates, and the worker's `run_tick` in this
 process. What the bot says is shown as a chat (from the calls the local server records) and
 kept as a transcript; the MP4 the server received in sendVideo is written to disk.
+
+The settings are the environment's with the demo's own on top (the local Bot API and its token,
+a fresh webhook secret, the video flags); the environment itself is left as it is. The worker's
+`start` and `run_tick` are passed in by `manage.py`, as shared/ never imports functions/.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import random
@@ -24,22 +27,24 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
+import flask
 from werkzeug.serving import BaseWSGIServer, make_server
 
-from functions.worker.main import run_tick, start
 from localapi.telegram_server import RecordedCall, TelegramServer
 from shared import db as dbmod
 from shared import queue
 from shared.buttons import parse_callback_data
 from shared.config import REPO_ROOT, Settings, load_settings
+from shared.errors import PermanentError
 from shared.logs import setup_logging
 from shared.media import probe
 from shared.operator import ops
 from shared.providers import Providers
 from shared.telegram import TelegramClient
 from shared.texts import TEXTS
+from shared.webhook import create_app, webhook_of
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +56,11 @@ ANSWER_ACTIONS = {"": "approve", "y": "approve", "yes": "approve", "r": "regener
            "regenerate": "regenerate", "c": "cancel", "cancel": "cancel"}
 
 
-class DemoError(Exception):
+StartWorker = Callable[[Settings], tuple[dbmod.Database, TelegramClient, Providers]]
+RunTick = Callable[[Settings, dbmod.Database, TelegramClient, Providers], int]
+
+
+class DemoError(PermanentError):
     """The demo cannot go on; the message says why."""
 
 
@@ -249,7 +258,8 @@ class WebhookServer:
     serving thread keeps one connection for the whole demo.
     """
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: flask.Flask) -> None:
+        self._app = app
         self._server: BaseWSGIServer = make_server("127.0.0.1", 0, app, threaded=False)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="demo-webhook", daemon=True
@@ -266,6 +276,7 @@ class WebhookServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+        webhook_of(self._app).close()
 
     def wait_until_healthy(self) -> None:
         """GET /healthz, which also connects the webhook to PostgreSQL and migrates the schema."""
@@ -276,11 +287,6 @@ class WebhookServer:
             raise DemoError(f"the webhook is not healthy: HTTP {exc.code} {exc.read()[:200]!r}") from None
         except OSError as exc:
             raise DemoError(f"the webhook does not answer: {exc}") from None
-
-
-def _load_webhook_app() -> Any:
-    """The webhook's WSGI app; imported only now, as the module reads its settings at import."""
-    return importlib.import_module("functions.webhook.main").app
 
 
 # ---- the demo ----------------------------------------------------------------------------------
@@ -303,9 +309,10 @@ class Worker:
     database: dbmod.Database
     telegram: TelegramClient
     providers: Providers
+    run_tick: RunTick
 
     def tick(self) -> int:
-        return run_tick(self.settings, self.database, self.telegram, self.providers)
+        return self.run_tick(self.settings, self.database, self.telegram, self.providers)
 
 
 class Demo:
@@ -395,23 +402,19 @@ def _button_for(message: dict[str, Any], action: str) -> dict[str, Any]:
     raise DemoError(f"the gate message has no {action} button")
 
 
-def _quiet_logs(verbose: bool) -> None:
-    """WARNING and above only (INFO with -v), so the chat stays readable. LOG_LEVEL is set too:
-    the webhook module sets up logging again, from its settings, when it is imported."""
-    os.environ["LOG_LEVEL"] = "INFO" if verbose else "WARNING"
-    setup_logging(os.environ["LOG_LEVEL"])
-
-
-def _configure(options: DemoOptions, telegram_server: TelegramServer) -> None:
-    """The demo's environment, set before anything reads it (the webhook module does so at
-    import): the local Bot API and its token, a fresh webhook secret, the video flags."""
-    os.environ["TELEGRAM_API_BASE"] = telegram_server.base_url
-    os.environ["TELEGRAM_BOT_TOKEN"] = telegram_server.token
-    os.environ["TELEGRAM_WEBHOOK_SECRET"] = secrets.token_urlsafe(32)
+def _demo_settings(options: DemoOptions, telegram_server: TelegramServer) -> Settings:
+    """The environment's settings with the demo's on top: the local Bot API and its token, a
+    fresh webhook secret, the video flags (checked as the variables would be)."""
+    overrides = {
+        "TELEGRAM_API_BASE": telegram_server.base_url,
+        "TELEGRAM_BOT_TOKEN": telegram_server.token,
+        "TELEGRAM_WEBHOOK_SECRET": secrets.token_urlsafe(32),
+    }
     if options.video_format is not None:
-        os.environ["VIDEO_FORMAT"] = options.video_format
+        overrides["VIDEO_FORMAT"] = options.video_format
     if options.video_seconds is not None:
-        os.environ["VIDEO_SECONDS"] = str(options.video_seconds)
+        overrides["VIDEO_SECONDS"] = str(options.video_seconds)
+    return load_settings({**os.environ, **overrides})
 
 
 def _delivered_video(telegram_server: TelegramServer) -> bytes | None:
@@ -451,23 +454,25 @@ def _report(job: dict[str, Any], video_path: Path | None, transcript_path: Path)
     return exit_code
 
 
-def run(options: DemoOptions) -> int:
-    """Run the demo end to end; 0 when a video was delivered, 1 otherwise."""
-    _quiet_logs(options.verbose)
+def run(options: DemoOptions, start_worker: StartWorker, run_tick: RunTick) -> int:
+    """Run the demo end to end; 0 when a video was delivered, 1 otherwise.
+
+    Logs are WARNING and above only (INFO with -v), so that the chat stays readable.
+    """
+    setup_logging("INFO" if options.verbose else "WARNING")
     printer = ChatPrinter(sys.stdout)
     # Update ids above any an earlier demo recorded in this schema (microseconds since the
     # epoch), so that none is taken for a redelivery.
     with TelegramServer(first_update_id=time.time_ns() // 1000) as telegram_server:
-        _configure(options, telegram_server)
         telegram_server.on_call(printer.on_call)
-        settings = load_settings()
+        settings = _demo_settings(options, telegram_server)
         print(f"Starting: {dbmod.describe(settings)}; Telegram Bot API stand-in at "
               f"{telegram_server.base_url}")
-        database, client, providers = start(settings)
-        webhook = WebhookServer(_load_webhook_app())
+        database, client, providers = start_worker(settings)
+        webhook = WebhookServer(create_app(settings))
         webhook.start()
         try:
-            worker = Worker(settings, database, client, providers)
+            worker = Worker(settings, database, client, providers, run_tick)
             return _converse(options, settings, telegram_server, webhook, worker, printer)
         finally:
             webhook.stop()
