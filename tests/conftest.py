@@ -9,16 +9,19 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
 
+from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
-from shared.config import REPO_ROOT, Settings, load_settings
+from shared.config import Settings, load_settings
 from shared.migrate import migrate
+from shared.webhook import create_app, webhook_of
+from tests.support import CLOCK_SQL, SECRET, TOKEN, DatabaseClock
 
 # Examples hit real PostgreSQL and HTTP: a per-example deadline would only measure the machine's load.
 hypothesis_settings.register_profile("real-services", deadline=None)
@@ -35,28 +38,6 @@ def pg_url() -> str:
     parent = Path(tempfile.mkdtemp(prefix="videobot-pg-"))
     parent.chmod(0o755)  # the server runs as its own OS user when the tests run as root
     return dbmod.embedded_database_url(parent, delete_on_exit=True)
-
-
-# The database clock of a test's schema: every connection resolves an unqualified `now()` to
-# this function before pg_catalog's (shared/db.py sets the search_path so), and `DatabaseClock`
-# moves it, so that a test makes a deadline pass without editing rows.
-CLOCK_SQL = """
-CREATE TABLE {schema}.test_clock (offset_seconds float8 NOT NULL);
-INSERT INTO {schema}.test_clock VALUES (0);
-CREATE FUNCTION {schema}.now() RETURNS timestamptz LANGUAGE sql STABLE AS $$
-    SELECT pg_catalog.now() + make_interval(secs => (SELECT offset_seconds FROM {schema}.test_clock))
-$$;
-"""
-
-
-@dataclass
-class DatabaseClock:
-    """Moves the test database's `now()`, for every connection to the test's schema."""
-
-    db: dbmod.Database
-
-    def advance(self, seconds: float) -> None:
-        self.db.execute(f"UPDATE {self.db.schema}.test_clock SET offset_seconds = offset_seconds + :s", s=seconds)
 
 
 @pytest.fixture
@@ -90,10 +71,41 @@ def db(settings: Settings) -> Iterator[dbmod.Database]:
     database.close()
 
 
-def child_env(schema_env: dict[str, str], **extra: str) -> dict[str, str]:
-    """The process environment for a subprocess that must use the test's schema."""
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATABASE_SCHEMA")}
-    env.update(schema_env)
-    env.update(extra)
-    env["PYTHONPATH"] = str(REPO_ROOT)
-    return env
+@pytest.fixture
+def telegram() -> Iterator[TelegramServer]:
+    server = TelegramServer(TOKEN)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def webhook_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, str]:
+    return {
+        **schema_env,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE": telegram.base_url,
+        "MAX_JOBS_PER_DAY": "3",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+@pytest.fixture
+def client(webhook_env: dict[str, str]) -> Iterator[FlaskClient]:
+    """A webhook app of this test's own, on this test's schema; its connections closed after."""
+    app = create_app(load_settings(webhook_env))
+    yield app.test_client()
+    webhook_of(app).close()
+
+
+@pytest.fixture
+def worker_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, str]:
+    return dict(
+        schema_env,
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.base_url,
+        VIDEO_SECONDS="8",
+        RETRY_BASE_SECONDS="0",
+        WORKER_MAX_SECONDS="120",
+    )

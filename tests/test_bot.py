@@ -14,18 +14,16 @@ from shared import queue
 from shared.buttons import callback_data, gate_keyboard
 from shared.db import Database
 from shared.telegram import TelegramClient
-from tests.test_webhook_support import (  # noqa: F401  (fixtures)
+from tests.support import (
     TOKEN,
     USER_ID,
-    client,
+    DatabaseClock,
     count,
     load_update,
     park_at_gate,
     post,
     press,
-    telegram,
     text_message,
-    webhook_env,
 )
 
 
@@ -120,7 +118,7 @@ def test_status_tells_a_waiting_job_in_words(client: FlaskClient, db: Database) 
 def test_user_not_in_allowed_list_is_refused(webhook_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, db: Database) -> None:
     import functions_framework
 
-    from tests.test_webhook_support import WEBHOOK_SOURCE
+    from tests.support import WEBHOOK_SOURCE
 
     for name, value in {**webhook_env, "ALLOWED_USER_IDS": "42,43"}.items():
         monkeypatch.setenv(name, value)
@@ -231,10 +229,10 @@ def test_stale_button_on_an_old_message_has_expired(client: FlaskClient, db: Dat
     assert count(db, "approval_statuses") == 0
 
 
-def test_press_after_the_deadline_has_expired(client: FlaskClient, db: Database) -> None:
+def test_press_after_the_deadline_has_expired(client: FlaskClient, db: Database, clock: DatabaseClock) -> None:
     reply_of(client, load_update("description_en"))
-    park_at_gate(db, "script", 501)
-    db.execute("UPDATE jobs SET gate_deadline = now() - interval '1 second'")
+    park_at_gate(db, "script", 501, ttl_seconds=3600)
+    clock.advance(3601)
     reply = reply_of(client, press(40001, callback_data(1, "script", "approve"), 501))
     assert reply["text"] == "⌛ These buttons have expired."
     assert count(db, "approval_statuses") == 0

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared import db as dbmod
-from shared.config import ConfigError, load_settings
+from shared.config import REPO_ROOT, ConfigError, load_settings
 from shared.migrate import migrate, migration_files
-from tests.conftest import REPO_ROOT, child_env
+from tests.support import child_env
 
 
 @pytest.mark.parametrize("scheme", ["postgres", "postgresql"])

@@ -20,15 +20,12 @@ from functions.worker.main import run_tick, start
 from localapi.telegram_server import RecordedCall, TelegramServer
 from shared import queue
 from shared.buttons import resend_callback_data
-from shared.config import load_settings
+from shared.config import REPO_ROOT, load_settings
 from shared.db import Database
-from tests.conftest import REPO_ROOT, child_env
-from tests.test_webhook_support import (  # noqa: F401  (fixtures)
+from tests.support import (
     USER_ID,
-    client,
+    child_env,
     post,
-    telegram,
-    webhook_env,
 )
 
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A boat comes home."

@@ -7,17 +7,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
-
-import pytest
 
 from localapi.telegram_server import DEFAULT_TOKEN, TelegramServer
 from shared.buttons import callback_data
+from shared.config import REPO_ROOT
 from shared.media import probe
 from shared.operator import ops
 from shared.telegram import TelegramClient
 from shared.texts import t
-from tests.conftest import REPO_ROOT, child_env
+from tests.support import child_env
 
 CHAT = 5151
 BUTTONS = "[✅ Approve] [🔁 Regenerate] [❌ Cancel]"
@@ -28,12 +26,6 @@ def manage(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.C
         [sys.executable, "manage.py", *args],
         cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
     )
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramServer]:
-    with TelegramServer() as server:
-        yield server
 
 
 def poll_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, str]:

@@ -15,12 +15,10 @@ from localapi.telegram_server import TelegramServer
 from shared.config import load_settings, telegram_secret_token
 from shared.db import Database
 from shared.telegram import TelegramClient, TelegramError
-from tests.test_manage import manage
-from tests.test_webhook_support import (  # noqa: F401  (fixtures)
+from tests.support import (
     TOKEN,
-    client,
     load_update,
-    telegram,
+    manage,
 )
 
 # Render's documented example of a generated value: 256 random bits in base64.

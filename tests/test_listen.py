@@ -10,17 +10,16 @@ import sys
 import threading
 import time
 import uuid
-from typing import Callable, Iterator
+from typing import Callable
 
 import pytest
 
 from functions.worker.main import run_tick, start
-from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
 from shared import queue
-from shared.config import load_settings
+from shared.config import REPO_ROOT, load_settings
 from shared.migrate import migrate
-from tests.conftest import REPO_ROOT, child_env
+from tests.support import child_env
 
 CHAT = 4343
 OPERATOR_DECISION = (  # the runbook's emergency SQL
@@ -28,18 +27,6 @@ OPERATOR_DECISION = (  # the runbook's emergency SQL
     "VALUES (:j, :g, :s, now() + interval '1 day')"
 )
 WAKE_WITHIN_S = 1.5  # the promise is one second; the rest is this test's polling and a busy CI
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramServer]:
-    with TelegramServer() as server:
-        yield server
-
-
-@pytest.fixture
-def worker_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, str]:
-    return dict(schema_env, TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url,
-                VIDEO_SECONDS="8")
 
 
 class WorkerProcess:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -15,21 +13,10 @@ from shared import db as dbmod
 from shared import queue
 from shared.migrate import migration_files
 from shared.operator import ops
-from tests.conftest import REPO_ROOT, child_env
+from tests.support import manage
 
 LEASE = 60.0
 WEBHOOK_SECRET = "operator-test-secret_42"
-
-
-def manage(env: dict[str, str], *args: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT,
-        env=child_env(env, **extra_env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def make_job(db: dbmod.Database, *, chat_id: int = 100, **columns: Any) -> int:
@@ -351,12 +338,6 @@ def test_an_unreachable_database_exits_2_without_its_password(schema_env):
 
 
 # ---- Telegram webhook ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramServer]:
-    with TelegramServer() as server:
-        yield server
 
 
 def telegram_env(server: TelegramServer, **extra: str) -> dict[str, str]:

@@ -12,7 +12,8 @@ import pytest
 
 from shared import db as dbmod
 from shared import queue, sql
-from tests.conftest import REPO_ROOT, child_env
+from shared.config import REPO_ROOT
+from tests.support import child_env
 
 LEASE = 60.0
 

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from tests.conftest import REPO_ROOT, child_env
+from shared.config import REPO_ROOT
+from tests.support import child_env
 
 REGIONS = ["oregon", "ohio", "virginia", "frankfurt", "singapore"]
 PLANS = [

@@ -10,7 +10,7 @@ from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
 from shared.db import Database
 from shared.operator import ops
-from tests.test_worker import CHAT, Worker, decide, enqueue, job, telegram, worker_env  # noqa: F401 (fixtures)
+from tests.support import CHAT, Worker, decide, enqueue, job
 
 STILLS = "/v1/images/generations"
 

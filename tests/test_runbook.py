@@ -8,7 +8,7 @@ import pg8000.native
 import pytest
 
 from shared import queue
-from tests.conftest import REPO_ROOT
+from shared.config import REPO_ROOT
 
 LEASE = 60.0
 

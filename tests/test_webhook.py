@@ -22,24 +22,21 @@ from flask.testing import FlaskClient
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
 from shared.buttons import callback_data, gate_keyboard
-from shared.config import ConfigError, load_settings
+from shared.config import REPO_ROOT, ConfigError, load_settings
 from shared.db import Database
 from shared.telegram import TelegramClient
 from shared.webhook import create_app, webhook_of
-from tests.conftest import REPO_ROOT, child_env
-from tests.test_webhook_support import (  # noqa: F401  (fixtures)
+from tests.support import (
     SECRET,
     SECRET_HEADERS,
     TOKEN,
     USER_ID,
-    client,
+    child_env,
     count,
     load_update,
     park_at_gate,
     post,
     sample_paths,
-    telegram,
-    webhook_env,
 )
 
 BIN = Path(sys.executable).parent

@@ -16,15 +16,12 @@ from hypothesis import strategies as st
 from shared.buttons import MAX_JOB_ID, callback_data
 from shared.config import GATES
 from shared.db import Database
-from tests.test_webhook_support import (  # noqa: F401  (fixtures)
+from tests.support import (
     SECRET_HEADERS,
-    client,
     count,
     park_at_gate,
     post,
-    telegram,
     text_message,
-    webhook_env,
 )
 
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)

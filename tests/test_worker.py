@@ -8,72 +8,16 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Iterator
 
 import pytest
 
-from functions.worker.main import run_tick, start, warn_if_database_is_large
+from functions.worker.main import warn_if_database_is_large
 from localapi.openai_server import OpenAIServer
-from localapi.telegram_server import TelegramServer
-from shared import db as dbmod
 from shared import queue
-from shared.config import load_settings
+from shared.config import REPO_ROOT, load_settings
 from shared.media import probe
 from shared.operator import ops
-from tests.conftest import REPO_ROOT, child_env
-
-CHAT = 4242
-
-
-@pytest.fixture
-def telegram() -> Iterator[TelegramServer]:
-    with TelegramServer() as server:
-        yield server
-
-
-@pytest.fixture
-def worker_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, str]:
-    return dict(
-        schema_env,
-        TELEGRAM_BOT_TOKEN=telegram.token,
-        TELEGRAM_API_BASE=telegram.base_url,
-        VIDEO_SECONDS="8",
-        RETRY_BASE_SECONDS="0",
-        WORKER_MAX_SECONDS="120",
-    )
-
-
-class Worker:
-    """Cron ticks in this process, with settings from `env`."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.settings = load_settings(env)
-        self.db, self.telegram, self.providers = start(self.settings)
-
-    def tick(self) -> int:
-        return run_tick(self.settings, self.db, self.telegram, self.providers)
-
-
-def enqueue(db: dbmod.Database, description: str, language: str = "en") -> int:
-    job_id, _ = queue.enqueue(db, chat_id=CHAT, user_id=CHAT, description=description,
-                              language=language, max_attempts=3)
-    return job_id
-
-
-def decide(db: dbmod.Database, job_id: int, gate: str, status: str = "approved") -> None:
-    db.execute(
-        f"INSERT INTO {db.schema}.approval_statuses (job_id, approval_type, status, expires_at) "
-        "VALUES (:j, :g, :s, now() + interval '1 day')",
-        j=str(job_id), g=gate, s=status,
-    )
-
-
-def job(db: dbmod.Database, job_id: int) -> dict:
-    return db.one("get_job", id=job_id)
-
-
-def texts_sent(telegram: TelegramServer) -> list[str]:
-    return [call.params.get("text", "") for call in telegram.calls_to("sendMessage")]
+from tests.support import CHAT, Worker, child_env, decide, enqueue, job, texts_sent
 
 
 def test_description_becomes_a_delivered_watchable_video(db, worker_env, telegram, tmp_path):
@@ -161,13 +105,13 @@ def test_regenerate_and_edit_reopen_the_script_gate(db, worker_env, telegram):
     assert job(db, job_id)["checkpoints"]["script"]["title"] == "My title"
 
 
-def test_cancel_at_the_gate_and_expiry_tell_the_user(db, worker_env, telegram):
+def test_cancel_at_the_gate_and_expiry_tell_the_user(db, worker_env, telegram, clock):
     worker = Worker(worker_env)
     cancelled = enqueue(db, "A quiet forest in the rain, drops on the leaves, a deer.")
     expiring = enqueue(db, "Mountains in the morning fog and a cup of coffee.")
     worker.tick()
     decide(db, cancelled, "script", "cancelled")
-    db.execute("UPDATE jobs SET gate_deadline = now() - interval '1 second' WHERE id = :j", j=expiring)
+    clock.advance(24 * 3600 + 1)  # APPROVAL_TTL_HOURS: the gate's deadline passes for both
     worker.tick()
     assert (job(db, cancelled)["state"], job(db, cancelled)["cancel_reason"]) == (
         "cancelled", "cancelled at the script gate"
