@@ -100,38 +100,58 @@ def cmd_jobs(args: argparse.Namespace, ctx: Context) -> int:
 def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
     detail = ops.job_detail(ctx.database(), args.job)
     print(_describe_job(detail.job))
-    print(_section("approvals", detail.approvals, lambda a: (
-        f"{a['approval_type']:<10}  {a['status']:<9}  at {ops.format_time(a['created_at'])}"
-        f"  expires {ops.format_time(a['expires_at'])}"
-    )))
-    print(_section("revisions", detail.revisions, lambda r: (
-        f"{r['gate']:<10}  {r['kind']:<10}  at {ops.format_time(r['created_at'])}"
-        f"  consumed {ops.format_time(r['consumed_at'])}  {ops.short(r['text'])}"
-    )))
+    print(
+        _section(
+            "approvals",
+            detail.approvals,
+            lambda a: (
+                f"{a['approval_type']:<10}  {a['status']:<9}  at {ops.format_time(a['created_at'])}"
+                f"  expires {ops.format_time(a['expires_at'])}"
+            ),
+        )
+    )
+    print(
+        _section(
+            "revisions",
+            detail.revisions,
+            lambda r: (
+                f"{r['gate']:<10}  {r['kind']:<10}  at {ops.format_time(r['created_at'])}"
+                f"  consumed {ops.format_time(r['consumed_at'])}  {ops.short(r['text'])}"
+            ),
+        )
+    )
     print(f"delivery: {_describe_delivery(detail.delivery)}")
-    print(_section("events", detail.events, lambda e: (
-        f"{ops.format_time(e['at'])}  {e['event']:<16}  step={e['step'] or '-'}"
-        f"  attempt={e['attempt'] if e['attempt'] is not None else '-'}  {ops.short(e['detail'], 100)}"
-    )))
+    print(
+        _section(
+            "events",
+            detail.events,
+            lambda e: (
+                f"{ops.format_time(e['at'])}  {e['event']:<16}  step={e['step'] or '-'}"
+                f"  attempt={e['attempt'] if e['attempt'] is not None else '-'}  {ops.short(e['detail'], 100)}"
+            ),
+        )
+    )
     return 0
 
 
 def _describe_job(job: dict[str, Any]) -> str:
     steps_done = ", ".join(job["checkpoints"]) or "-"
-    return "\n".join([
-        f"job {job['id']}: {job['state']} at step {job['step']}",
-        f"  chat {job['chat_id']}  user {job['user_id']}  language {job['language']}",
-        f"  description: {ops.short(job['description'], 200)}",
-        f"  attempts: {job['attempts']}/{job['max_attempts']}  run at {ops.format_time(job['run_at'])}",
-        f"  lease until: {ops.format_time(job['lease_expires_at'])}",
-        f"  gate: {job['gate'] or '-'}  deadline {ops.format_time(job['gate_deadline'])}",
-        f"  steps done: {steps_done}",
-        f"  last error: {job['last_error'] or '-'}",
-        f"  cancel reason: {job['cancel_reason'] or '-'}",
-        f"  created {ops.format_time(job['created_at'])} ({ops.format_age(job['age_seconds'])} ago)"
-        f"  updated {ops.format_time(job['updated_at'])}"
-        f"  finished {ops.format_time(job['finished_at'])}",
-    ])
+    return "\n".join(
+        [
+            f"job {job['id']}: {job['state']} at step {job['step']}",
+            f"  chat {job['chat_id']}  user {job['user_id']}  language {job['language']}",
+            f"  description: {ops.short(job['description'], 200)}",
+            f"  attempts: {job['attempts']}/{job['max_attempts']}  run at {ops.format_time(job['run_at'])}",
+            f"  lease until: {ops.format_time(job['lease_expires_at'])}",
+            f"  gate: {job['gate'] or '-'}  deadline {ops.format_time(job['gate_deadline'])}",
+            f"  steps done: {steps_done}",
+            f"  last error: {job['last_error'] or '-'}",
+            f"  cancel reason: {job['cancel_reason'] or '-'}",
+            f"  created {ops.format_time(job['created_at'])} ({ops.format_age(job['age_seconds'])} ago)"
+            f"  updated {ops.format_time(job['updated_at'])}"
+            f"  finished {ops.format_time(job['finished_at'])}",
+        ]
+    )
 
 
 def _describe_delivery(delivery: dict[str, Any] | None) -> str:
@@ -186,17 +206,23 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     stats = ops.stats(ctx.database())
     states = queue.ACTIVE_STATES + queue.FINAL_STATES
     print("jobs by state:")
-    print(ops.format_table(
-        ("  STATE", "JOBS"), [(f"  {s}", stats.jobs_by_state.get(s, 0)) for s in states]
-    ))
+    print(
+        ops.format_table(
+            ("  STATE", "JOBS"), [(f"  {s}", stats.jobs_by_state.get(s, 0)) for s in states]
+        )
+    )
     print(f"oldest runnable job: {ops.format_age(stats.oldest_runnable_seconds)}")
     print(f"expired leases: {stats.expired_leases}")
-    print(f"waiting at a gate: {stats.waiting_gates} ({stats.gates_past_deadline} past the deadline)")
+    print(
+        f"waiting at a gate: {stats.waiting_gates} ({stats.gates_past_deadline} past the deadline)"
+    )
     print("table sizes:")
-    print(ops.format_table(
-        ("  TABLE", "SIZE"),
-        [(f"  {name}", ops.format_bytes(size)) for name, size in stats.table_bytes.items()],
-    ))
+    print(
+        ops.format_table(
+            ("  TABLE", "SIZE"),
+            [(f"  {name}", ops.format_bytes(size)) for name, size in stats.table_bytes.items()],
+        )
+    )
     print(f"database size: {ops.format_bytes(stats.database_bytes)}")
     return 0
 
@@ -339,8 +365,10 @@ def _poll_until_interrupted(poller: "UpdatePoller", worker: "WorkerThread") -> N
     try:
         poller.run_forever()
     except KeyboardInterrupt:
-        print("stopping: the worker finishes its current tick (Ctrl-C again quits at once; "
-              "an unfinished job resumes on the next run once its lease expires)")
+        print(
+            "stopping: the worker finishes its current tick (Ctrl-C again quits at once; "
+            "an unfinished job resumes on the next run once its lease expires)"
+        )
     finally:
         try:
             worker.stop()
@@ -421,11 +449,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     set_webhook = commands.add_parser("set-webhook", help="point Telegram at the webhook URL")
     set_webhook.add_argument(
-        "url", nargs="?",
+        "url",
+        nargs="?",
         help="the webhook's public https URL (default: RENDER_EXTERNAL_URL, set by Render)",
     )
-    set_webhook.add_argument("--drop-pending", action="store_true",
-                             help="discard updates Telegram holds for the bot")
+    set_webhook.add_argument(
+        "--drop-pending", action="store_true", help="discard updates Telegram holds for the bot"
+    )
     set_webhook.set_defaults(run=cmd_set_webhook)
 
     delete_webhook = commands.add_parser("delete-webhook", help="stop webhook delivery")
@@ -435,24 +465,38 @@ def build_parser() -> argparse.ArgumentParser:
     webhook_info.set_defaults(run=cmd_webhook_info)
 
     demo = commands.add_parser(
-        "demo", help="the whole bot on this machine, Telegram played locally: description in, MP4 out"
+        "demo",
+        help="the whole bot on this machine, Telegram played locally: description in, MP4 out",
     )
     demo.add_argument("description", help="what the video should be about")
-    demo.add_argument("--lang", choices=LANGUAGES, default="en", help="the user's Telegram language")
-    demo.add_argument("--interactive", action="store_true",
-                      help="ask at each gate instead of approving")
-    demo.add_argument("--out", type=Path, metavar="PATH",
-                      help="where to write the MP4 (default out/demo-<job id>.mp4)")
-    demo.add_argument("--format", choices=tuple(VIDEO_FORMATS), dest="video_format",
-                      help="picture format (default VIDEO_FORMAT)")
-    demo.add_argument("--seconds", type=_positive(int), metavar="N",
-                      help="video length (default VIDEO_SECONDS)")
+    demo.add_argument(
+        "--lang", choices=LANGUAGES, default="en", help="the user's Telegram language"
+    )
+    demo.add_argument(
+        "--interactive", action="store_true", help="ask at each gate instead of approving"
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        metavar="PATH",
+        help="where to write the MP4 (default out/demo-<job id>.mp4)",
+    )
+    demo.add_argument(
+        "--format",
+        choices=tuple(VIDEO_FORMATS),
+        dest="video_format",
+        help="picture format (default VIDEO_FORMAT)",
+    )
+    demo.add_argument(
+        "--seconds", type=_positive(int), metavar="N", help="video length (default VIDEO_SECONDS)"
+    )
     demo.add_argument("-v", "--verbose", action="store_true", help="show INFO logs")
     demo.set_defaults(run=cmd_demo)
 
     poll = commands.add_parser("poll", help="run the bot live with long polling, worker included")
-    poll.add_argument("--once", action="store_true",
-                      help="handle the pending updates, run one worker tick, exit")
+    poll.add_argument(
+        "--once", action="store_true", help="handle the pending updates, run one worker tick, exit"
+    )
     poll.set_defaults(run=cmd_poll)
     return parser
 

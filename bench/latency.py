@@ -81,8 +81,13 @@ class CronLikePoll:
         slot = time.monotonic()
         while not self._stop.is_set():
             # A failed run is retried at the next slot, as on Render; its error is on stderr.
-            subprocess.run(worker_command(), cwd=REPO_ROOT, env=self._env, stdout=subprocess.DEVNULL,
-                           check=False)
+            subprocess.run(
+                worker_command(),
+                cwd=REPO_ROOT,
+                env=self._env,
+                stdout=subprocess.DEVNULL,
+                check=False,
+            )
             slot = max(slot + self._interval, time.monotonic())
             self._stop.wait(slot - time.monotonic())
 
@@ -102,8 +107,9 @@ class ListeningRun:
         self._env = dict(env, WORKER_LISTEN_SECONDS="600")
 
     def __enter__(self) -> "ListeningRun":
-        self._proc = subprocess.Popen(worker_command(), cwd=REPO_ROOT, env=self._env,
-                                      stdout=subprocess.DEVNULL)
+        self._proc = subprocess.Popen(
+            worker_command(), cwd=REPO_ROOT, env=self._env, stdout=subprocess.DEVNULL
+        )
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +130,8 @@ def wait_for(check: Callable[[], object], what: str, timeout: float = 60.0) -> o
 def waiting_at(database: dbmod.Database, job_ids: list[int], gate: str) -> bool:
     rows = database.execute(
         "SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND state = 'waiting' AND gate = :gate",
-        ids=job_ids, gate=gate,
+        ids=job_ids,
+        gate=gate,
     )
     return rows[0][0] == len(job_ids)
 
@@ -143,8 +150,9 @@ def measure(
     """Seconds from each decision to its job's claim, one decision at a time."""
     with worker:
         job_ids = [
-            queue.enqueue(database, chat_id=1000 + n, user_id=1000 + n, description=DESCRIPTION,
-                          language="en")[0]
+            queue.enqueue(
+                database, chat_id=1000 + n, user_id=1000 + n, description=DESCRIPTION, language="en"
+            )[0]
             for n in range(DECISIONS)
         ]
         wait_for(lambda: waiting_at(database, job_ids, "script"), "all scripts written")
@@ -164,9 +172,16 @@ def main() -> dict[str, object]:
     base = load_settings()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with TelegramServer() as telegram:
-        env = dict(os.environ, DATABASE_URL=dbmod.database_url(base), DATABASE_SCHEMA=schema,
-                   TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url,
-                   VIDEO_SECONDS="5", LOG_LEVEL="WARNING", PYTHONPATH=str(REPO_ROOT))
+        env = dict(
+            os.environ,
+            DATABASE_URL=dbmod.database_url(base),
+            DATABASE_SCHEMA=schema,
+            TELEGRAM_BOT_TOKEN=telegram.token,
+            TELEGRAM_API_BASE=telegram.base_url,
+            VIDEO_SECONDS="5",
+            LOG_LEVEL="WARNING",
+            PYTHONPATH=str(REPO_ROOT),
+        )
         database = dbmod.connect(load_settings(env), "bench")
         try:
             migrate(database)
@@ -182,10 +197,14 @@ def main() -> dict[str, object]:
     listen_p50, listen_p95 = percentiles(listening)
     poll_p50, poll_p95 = percentiles(polling)
     print(f"decision -> claim, {DECISIONS} decisions each, {elapsed:.0f} s in all")
-    print(f"listening cron run (WORKER_LISTEN_SECONDS): p50 {listen_p50 * 1000:.1f} ms, "
-          f"p95 {listen_p95 * 1000:.1f} ms, max {max(listening) * 1000:.1f} ms")
-    print(f"cron-like poll every {POLL_SECONDS:g} s (today's cron): p50 {poll_p50:.2f} s, "
-          f"p95 {poll_p95:.2f} s, max {max(polling):.2f} s")
+    print(
+        f"listening cron run (WORKER_LISTEN_SECONDS): p50 {listen_p50 * 1000:.1f} ms, "
+        f"p95 {listen_p95 * 1000:.1f} ms, max {max(listening) * 1000:.1f} ms"
+    )
+    print(
+        f"cron-like poll every {POLL_SECONDS:g} s (today's cron): p50 {poll_p50:.2f} s, "
+        f"p95 {poll_p95:.2f} s, max {max(polling):.2f} s"
+    )
     figures: dict[str, object] = {
         "bench": "latency",
         "decisions": DECISIONS,

@@ -26,8 +26,11 @@ LEASE = 120.0
 
 
 def fresh_schema(base: Settings) -> Settings:
-    env = dict(os.environ, DATABASE_URL=dbmod.database_url(base),
-               DATABASE_SCHEMA=f"bench_{uuid.uuid4().hex[:8]}")
+    env = dict(
+        os.environ,
+        DATABASE_URL=dbmod.database_url(base),
+        DATABASE_SCHEMA=f"bench_{uuid.uuid4().hex[:8]}",
+    )
     settings = load_settings(env)
     migrate(dbmod.connect(settings, "bench"))
     return settings
@@ -141,17 +144,21 @@ def main() -> None:
         print(f"claim: {claim_10k:.3f} ms with 10k finished rows, {claim_100k:.3f} ms with 100k")
     finally:
         drop_schema(settings)
-    print(json.dumps({
-        "bench": "queue",
-        "jobs_per_s": jobs_per_s,
-        "ceiling_per_s": ceiling_per_s,
-        "ratio_4w": round(jobs_per_s["4"] / ceiling_per_s, 2),
-        "ceiling_update_only_per_s": update_only_per_s,
-        "ratio_4w_update_only": round(jobs_per_s["4"] / update_only_per_s, 2),
-        "claim_ms_10k_done": round(claim_10k, 3),
-        "claim_ms_100k_done": round(claim_100k, 3),
-        "claim_ratio_100k_10k": round(claim_100k / claim_10k, 2),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "queue",
+                "jobs_per_s": jobs_per_s,
+                "ceiling_per_s": ceiling_per_s,
+                "ratio_4w": round(jobs_per_s["4"] / ceiling_per_s, 2),
+                "ceiling_update_only_per_s": update_only_per_s,
+                "ratio_4w_update_only": round(jobs_per_s["4"] / update_only_per_s, 2),
+                "claim_ms_10k_done": round(claim_10k, 3),
+                "claim_ms_100k_done": round(claim_100k, 3),
+                "claim_ratio_100k_10k": round(claim_100k / claim_10k, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -101,8 +101,14 @@ def render_once(
     plan: ScenePlan, images: list[Path], audios: list[Path], durations: list[float], work_dir: Path
 ) -> RenderResult:
     return render_video(
-        plan, images, audios, durations, work_dir / "bench.mp4",
-        size=SIZE, fps=FPS, work_dir=work_dir / "render",
+        plan,
+        images,
+        audios,
+        durations,
+        work_dir / "bench.mp4",
+        size=SIZE,
+        fps=FPS,
+        work_dir=work_dir / "render",
     )
 
 
@@ -122,10 +128,28 @@ def _time_raw_encode(raw_path: Path, frames: int, video_bitrate: int, out_path: 
     """Seconds for x264 alone to encode `frames` raw yuv420p frames read from `raw_path`
     (looped when it holds fewer): no filters, no decoding."""
     command = [
-        ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
-        "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{SIZE[0]}x{SIZE[1]}",
-        "-framerate", str(FPS), "-stream_loop", "-1", "-i", str(raw_path),
-        "-frames:v", str(frames), *_encoder_args(video_bitrate), "-an", str(out_path),
+        ffmpeg_exe(),
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "yuv420p",
+        "-s",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "-framerate",
+        str(FPS),
+        "-stream_loop",
+        "-1",
+        "-i",
+        str(raw_path),
+        "-frames:v",
+        str(frames),
+        *_encoder_args(video_bitrate),
+        "-an",
+        str(out_path),
     ]
     timing, _ = timed(lambda: subprocess.run(command, check=True))
     return timing
@@ -134,8 +158,19 @@ def _time_raw_encode(raw_path: Path, frames: int, video_bitrate: int, out_path: 
 def _to_raw(source: Path, raw_path: Path) -> Path:
     subprocess.run(
         [
-            ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
-            "-vf", f"scale={SIZE[0]}:{SIZE[1]}", "-pix_fmt", "yuv420p", "-f", "rawvideo",
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            str(source),
+            "-vf",
+            f"scale={SIZE[0]}:{SIZE[1]}",
+            "-pix_fmt",
+            "yuv420p",
+            "-f",
+            "rawvideo",
             str(raw_path),
         ],
         check=True,
@@ -149,9 +184,7 @@ def time_encode_floor(still: Path, frames: int, video_bitrate: int, work_dir: Pa
     return _time_raw_encode(raw_frame, frames, video_bitrate, work_dir / "floor.mp4")
 
 
-def time_encode_same_frames(
-    video: Path, frames: int, video_bitrate: int, work_dir: Path
-) -> Timing:
+def time_encode_same_frames(video: Path, frames: int, video_bitrate: int, work_dir: Path) -> Timing:
     """x264 alone re-encoding the rendered frames themselves (decoded beforehand): the cost
     of encoding this moving content, without the render's decoding and filtering."""
     raw_frames = _to_raw(video, work_dir / "rendered_frames.yuv")
@@ -184,7 +217,9 @@ def run_render_bench(work_dir: Path, repeats: int = REPEATS) -> dict[str, Any]:
         f"frames={frames} size_mb={result.size_bytes / 1e6:.2f} peak_rss_mb={peak_rss_mb:.0f}"
     )
     for name, timing in (
-        ("render", render), ("encode floor (own frames)", same_frames), ("still floor", floor)
+        ("render", render),
+        ("encode floor (own frames)", same_frames),
+        ("still floor", floor),
     ):
         print(f"{name}: wall_s={timing.wall_s:.2f} cpu_s={timing.cpu_s:.2f}")
     return {
@@ -205,15 +240,22 @@ def time_e2e() -> float:
     base = load_settings()
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     with TelegramServer() as telegram:
-        settings = load_settings(dict(
-            os.environ, DATABASE_URL=database_url(base), DATABASE_SCHEMA=schema,
-            TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url,
-            VIDEO_SECONDS=str(SECONDS), VIDEO_FORMAT="9:16",
-        ))
+        settings = load_settings(
+            dict(
+                os.environ,
+                DATABASE_URL=database_url(base),
+                DATABASE_SCHEMA=schema,
+                TELEGRAM_BOT_TOKEN=telegram.token,
+                TELEGRAM_API_BASE=telegram.base_url,
+                VIDEO_SECONDS=str(SECONDS),
+                VIDEO_FORMAT="9:16",
+            )
+        )
         database, client, providers = start(settings)
         try:
-            job_id, _ = queue.enqueue(database, chat_id=1, user_id=1, description=BENCH_TEXT,
-                                      language="ru")
+            job_id, _ = queue.enqueue(
+                database, chat_id=1, user_id=1, description=BENCH_TEXT, language="ru"
+            )
             for gate in ("script", "storyboard"):
                 run_tick(settings, database, client, providers)
                 ops.approve(database, job_id, gate)

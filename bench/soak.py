@@ -27,8 +27,10 @@ from shared.migrate import migrate
 
 
 def soak_in_fresh_schema(plan: SoakPlan, log_path: Path) -> SoakReport:
-    env = {"DATABASE_URL": dbmod.database_url(load_settings()),
-           "DATABASE_SCHEMA": f"bench_{uuid.uuid4().hex[:8]}"}
+    env = {
+        "DATABASE_URL": dbmod.database_url(load_settings()),
+        "DATABASE_SCHEMA": f"bench_{uuid.uuid4().hex[:8]}",
+    }
     database = dbmod.connect(load_settings(env), "bench")
     migrate(database)
     try:
@@ -41,16 +43,24 @@ def soak_in_fresh_schema(plan: SoakPlan, log_path: Path) -> SoakReport:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
-    parser.add_argument("--baseline-jobs", type=int, default=40,
-                        help="jobs of the no-chaos baseline (its jobs/minute is the yardstick)")
+    parser.add_argument(
+        "--baseline-jobs",
+        type=int,
+        default=40,
+        help="jobs of the no-chaos baseline (its jobs/minute is the yardstick)",
+    )
     parser.add_argument("--seed", type=int, default=random.randrange(1_000_000))
     args = parser.parse_args()
     log_dir = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     print(f"seed={args.seed} workers' logs in {log_dir}", flush=True)
 
     baseline = soak_in_fresh_schema(
-        SoakPlan(jobs=args.baseline_jobs, seed=args.seed, chaos=False,
-                 timeout_s=60 + 6 * args.baseline_jobs),
+        SoakPlan(
+            jobs=args.baseline_jobs,
+            seed=args.seed,
+            chaos=False,
+            timeout_s=60 + 6 * args.baseline_jobs,
+        ),
         log_dir / "baseline.log",
     )
     print(f"baseline (no faults, no kills): {baseline.summary()}", flush=True)
@@ -61,17 +71,21 @@ def main() -> None:
     print(f"soak (faults and kills): {chaos.summary()}", flush=True)
     if not chaos.passed:
         print(chaos.failures())
-    print(json.dumps({
-        "bench": "soak",
-        **chaos.summary(),
-        "passed": chaos.passed,
-        "baseline_jobs": len(baseline.outcomes),
-        "baseline_passed": baseline.passed,
-        "baseline_elapsed_s": round(baseline.elapsed_s, 1),
-        "baseline_jobs_per_min": round(baseline.jobs_per_minute, 1),
-        "ratio": round(chaos.jobs_per_minute / baseline.jobs_per_minute, 2),
-        "cpus": os.cpu_count(),
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "soak",
+                **chaos.summary(),
+                "passed": chaos.passed,
+                "baseline_jobs": len(baseline.outcomes),
+                "baseline_passed": baseline.passed,
+                "baseline_elapsed_s": round(baseline.elapsed_s, 1),
+                "baseline_jobs_per_min": round(baseline.jobs_per_minute, 1),
+                "ratio": round(chaos.jobs_per_minute / baseline.jobs_per_minute, 2),
+                "cpus": os.cpu_count(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -39,15 +39,24 @@ FIRST_USER_ID = 10_000_000
 
 def description_update(number: int) -> bytes:
     """A new description from user FIRST_USER_ID + number, with update_id `number`."""
-    user = {"id": FIRST_USER_ID + number, "is_bot": False, "first_name": "Bench", "language_code": "en"}
-    return json.dumps({
-        "update_id": number,
-        "message": {
-            "message_id": 1, "date": 1735689600, "from": user,
-            "chat": {"id": FIRST_USER_ID + number, "type": "private", "first_name": "Bench"},
-            "text": f"A paper boat sailing down a rainy street, take {number}",
-        },
-    }).encode()
+    user = {
+        "id": FIRST_USER_ID + number,
+        "is_bot": False,
+        "first_name": "Bench",
+        "language_code": "en",
+    }
+    return json.dumps(
+        {
+            "update_id": number,
+            "message": {
+                "message_id": 1,
+                "date": 1735689600,
+                "from": user,
+                "chat": {"id": FIRST_USER_ID + number, "type": "private", "first_name": "Bench"},
+                "text": f"A paper boat sailing down a rainy street, take {number}",
+            },
+        }
+    ).encode()
 
 
 def free_port() -> int:
@@ -56,13 +65,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, log_path: Path) -> subprocess.Popen[bytes]:
+def start_gunicorn(
+    env: dict[str, str], port: int, workers: int, threads: int, log_path: Path
+) -> subprocess.Popen[bytes]:
     command = [
-        str(Path(sys.executable).parent / "gunicorn"), "-w", str(workers), "--threads", str(threads),
-        "-b", f"127.0.0.1:{port}", "--keep-alive", "30", "functions.webhook.main:create()",
+        str(Path(sys.executable).parent / "gunicorn"),
+        "-w",
+        str(workers),
+        "--threads",
+        str(threads),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--keep-alive",
+        "30",
+        "functions.webhook.main:create()",
     ]
     print("server: gunicorn " + " ".join(command[1:]))
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("wb"))
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log_path.open("wb")
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -75,7 +96,9 @@ def start_gunicorn(env: dict[str, str], port: int, workers: int, threads: int, l
     raise RuntimeError(f"gunicorn did not become healthy; see {log_path}")
 
 
-async def sender(port: int, numbers: list[int], latencies: list[float], statuses: dict[int, int]) -> None:
+async def sender(
+    port: int, numbers: list[int], latencies: list[float], statuses: dict[int, int]
+) -> None:
     """POST each update on one keep-alive connection, waiting for each response."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for number in numbers:
@@ -87,8 +110,11 @@ async def sender(port: int, numbers: list[int], latencies: list[float], statuses
         started = time.perf_counter()
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                      if line.lower().startswith(b"content-length:"))
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
         await reader.readexactly(length)
         latencies.append(time.perf_counter() - started)
         status = int(head.split(b" ", 2)[1])
@@ -96,12 +122,16 @@ async def sender(port: int, numbers: list[int], latencies: list[float], statuses
     writer.close()
 
 
-async def load(port: int, first: int, count: int, concurrency: int) -> tuple[float, list[float], dict[int, int]]:
+async def load(
+    port: int, first: int, count: int, concurrency: int
+) -> tuple[float, list[float], dict[int, int]]:
     numbers = list(range(first, first + count))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
     started = time.perf_counter()
-    await asyncio.gather(*(sender(port, numbers[i::concurrency], latencies, statuses) for i in range(concurrency)))
+    await asyncio.gather(
+        *(sender(port, numbers[i::concurrency], latencies, statuses) for i in range(concurrency))
+    )
     return time.perf_counter() - started, latencies, statuses
 
 
@@ -111,9 +141,14 @@ def ceiling(settings: Any, first: int, count: int) -> float:
     started = time.perf_counter()
     for number in range(first, first + count):
         database.run(
-            "create_job_from_update", update_id=number, chat_id=FIRST_USER_ID + number,
-            user_id=FIRST_USER_ID + number, language="en", description=f"ceiling take {number}",
-            max_attempts=settings.job_max_attempts, max_active=settings.max_active_jobs_per_user,
+            "create_job_from_update",
+            update_id=number,
+            chat_id=FIRST_USER_ID + number,
+            user_id=FIRST_USER_ID + number,
+            language="en",
+            description=f"ceiling take {number}",
+            max_attempts=settings.job_max_attempts,
+            max_active=settings.max_active_jobs_per_user,
             max_per_day=settings.max_jobs_per_day,
         )
     elapsed = time.perf_counter() - started
@@ -138,8 +173,14 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-", dir="/tmp"))
     url = dbmod.database_url(load_settings())
     schema = f"bench_{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "DATABASE_URL": url, "DATABASE_SCHEMA": schema, "TELEGRAM_WEBHOOK_SECRET": SECRET,
-           "TELEGRAM_BOT_TOKEN": "1:bench", "PYTHONPATH": str(REPO_ROOT)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "DATABASE_SCHEMA": schema,
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_BOT_TOKEN": "1:bench",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
     settings = load_settings(env)
     admin = dbmod.connect(settings, "bench-admin")
     migrate(admin)
@@ -147,7 +188,9 @@ def main() -> None:
     process = start_gunicorn(env, port, args.workers, args.threads, workdir / "gunicorn.log")
     try:
         asyncio.run(load(port, 1, args.warmup, args.concurrency))
-        elapsed, latencies, statuses = asyncio.run(load(port, args.warmup + 1, args.updates, args.concurrency))
+        elapsed, latencies, statuses = asyncio.run(
+            load(port, args.warmup + 1, args.updates, args.concurrency)
+        )
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -166,8 +209,10 @@ def main() -> None:
         "ceiling_per_s": round(db_ceiling, 1),
         "ratio": round(rate / db_ceiling, 3),
     }
-    print(f"updates={args.updates} concurrency={args.concurrency} statuses={statuses} "
-          f"jobs_created={jobs} (warm-up {args.warmup} included)")
+    print(
+        f"updates={args.updates} concurrency={args.concurrency} statuses={statuses} "
+        f"jobs_created={jobs} (warm-up {args.warmup} included)"
+    )
     print(f"webhook: {rate:.0f} updates/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
     print(f"database ceiling (one connection, same prepared statement): {db_ceiling:.0f} updates/s")
     print(json.dumps(result))

@@ -71,8 +71,9 @@ class OpenAIError(Exception):
     ) -> None:
         super().__init__(message)
         self.status = status
-        self.body = {"error": {"message": message, "type": error_type, "param": param,
-                               "code": code}}
+        self.body = {
+            "error": {"message": message, "type": error_type, "param": param, "code": code}
+        }
         self.headers = headers or {}
 
     def reply(self) -> Reply:
@@ -109,48 +110,91 @@ _QUOTA_MESSAGE = (
     "https://platform.openai.com/docs/guides/error-codes/api-errors."
 )
 _THINK = (
-    "<think>\nThe user wants a short video. I should split it into scenes, e.g. {\"scenes\": "
+    '<think>\nThe user wants a short video. I should split it into scenes, e.g. {"scenes": '
     "[...]}, and keep each caption short.\n</think>\n\n{json}"
 )
 FLAVORS: dict[str, Flavor] = {
     "openai": Flavor(),
     # vLLM before structured outputs: pydantic rejects the type; old top-level error body.
-    "vllm": Flavor(refuses={"json_schema": Reply.json(400, {
-        "object": "error",
-        "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
-                   "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
-                   "'ctx': {'expected': \"'text' or 'json_object'\"}}]",
-        "type": "BadRequestError", "param": None, "code": 400,
-    })}),
+    "vllm": Flavor(
+        refuses={
+            "json_schema": Reply.json(
+                400,
+                {
+                    "object": "error",
+                    "message": "[{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), "
+                    "'msg': \"Input should be 'text' or 'json_object'\", 'input': 'json_schema', "
+                    "'ctx': {'expected': \"'text' or 'json_object'\"}}]",
+                    "type": "BadRequestError",
+                    "param": None,
+                    "code": 400,
+                },
+            )
+        }
+    ),
     # Groq refuses schema keywords it does not support (our plan uses minItems/maxItems).
-    "groq": Flavor(refuses={"json_schema": Reply.json(400, {"error": {
-        "message": "invalid schema for response format: response_format/json_schema/scenes: "
-                   "minItems is not supported",
-        "type": "invalid_request_error",
-    }})}),
+    "groq": Flavor(
+        refuses={
+            "json_schema": Reply.json(
+                400,
+                {
+                    "error": {
+                        "message": "invalid schema for response format: response_format/json_schema/scenes: "
+                        "minItems is not supported",
+                        "type": "invalid_request_error",
+                    }
+                },
+            )
+        }
+    ),
     # Ollama with a reasoning model (DeepSeek-R1, Qwen3): the reasoning stays in the content.
     "ollama": Flavor(wrap=_THINK, constrained_wrap=True),
     # Ollama before 0.5 ignored json_schema; llama models then fence their JSON.
     "ollama-legacy": Flavor(wrap="Here is the plan:\n```json\n{json}\n```"),
     # LM Studio accepts json_schema but refuses json_object, with a bare-string error body.
-    "lmstudio": Flavor(refuses={"json_object": Reply.json(400, {
-        "error": "'response_format.type' must be 'json_schema' or 'text'",
-    })}),
+    "lmstudio": Flavor(
+        refuses={
+            "json_object": Reply.json(
+                400,
+                {
+                    "error": "'response_format.type' must be 'json_schema' or 'text'",
+                },
+            )
+        }
+    ),
     # A server with no structured output at all (llama.cpp-style errors); the model adds prose.
     "text-only": Flavor(
-        refuses={kind: Reply.json(400, {"error": {
-            "code": 400, "type": "invalid_request_error",
-            "message": f'response_format type must be "text", but got: {kind}',
-        }}) for kind in ("json_schema", "json_object")},
+        refuses={
+            kind: Reply.json(
+                400,
+                {
+                    "error": {
+                        "code": 400,
+                        "type": "invalid_request_error",
+                        "message": f'response_format type must be "text", but got: {kind}',
+                    }
+                },
+            )
+            for kind in ("json_schema", "json_object")
+        },
         wrap="Sure! Here is your video plan.\n{json}\nHope you like it.",
     ),
-    "quota": Flavor(error=OpenAIError(
-        429, _QUOTA_MESSAGE, error_type="insufficient_quota", code="insufficient_quota",
-    ).reply()),
-    "no-retry": Flavor(error=OpenAIError(
-        503, "The engine is currently overloaded, please try again later.",
-        error_type="server_error", headers={"x-should-retry": "false"},
-    ).reply()),
+    "quota": Flavor(
+        error=OpenAIError(
+            429,
+            _QUOTA_MESSAGE,
+            error_type="insufficient_quota",
+            code="insufficient_quota",
+        ).reply()
+    ),
+    "no-retry": Flavor(
+        error=OpenAIError(
+            503,
+            "The engine is currently overloaded, please try again later.",
+            error_type="server_error",
+            headers={"x-should-retry": "false"},
+        ).reply()
+    ),
 }
 
 
@@ -158,26 +202,41 @@ def _fault(status: int, retry_after: float | None) -> OpenAIError:
     """The error OpenAI sends for `status` (429 carries a Retry-After header)."""
     if status == 429:
         return OpenAIError(
-            429, "Rate limit reached for requests. Please try again later.",
-            error_type="requests", code="rate_limit_exceeded",
+            429,
+            "Rate limit reached for requests. Please try again later.",
+            error_type="requests",
+            code="rate_limit_exceeded",
             headers={"Retry-After": f"{retry_after if retry_after is not None else 1:g}"},
         )
     if status == 401:
         return OpenAIError(401, "Incorrect API key provided.", code="invalid_api_key")
     if status == 403:
-        return OpenAIError(403, "You are not allowed to sample from this model",
-                           code="unsupported_country_region_territory")
+        return OpenAIError(
+            403,
+            "You are not allowed to sample from this model",
+            code="unsupported_country_region_territory",
+        )
     if status >= 500:
-        return OpenAIError(status, "The server had an error while processing your request. "
-                                   "Sorry about that!", error_type="server_error")
+        return OpenAIError(
+            status,
+            "The server had an error while processing your request. Sorry about that!",
+            error_type="server_error",
+        )
     return OpenAIError(status, "Injected error.")
 
 
 class OpenAIServer(LocalServer):
     """An OpenAI-compatible server accepting one `api_key`; see the module docstring."""
 
-    def __init__(self, api_key: str = DEFAULT_API_KEY, *, host: str = "127.0.0.1",
-                 port: int = 0, flavor: str = "openai", delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        api_key: str = DEFAULT_API_KEY,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        flavor: str = "openai",
+        delay: float = 0.0,
+    ) -> None:
         super().__init__(host, port)
         self.api_key = api_key
         self.flavor = FLAVORS[flavor]
@@ -207,8 +266,9 @@ class OpenAIServer(LocalServer):
         path = _full_path(path)
         return [request for request in self.requests if request.path == path]
 
-    def fail_next(self, path: str, status: int = 500, *, retry_after: float | None = None,
-                  times: int = 1) -> None:
+    def fail_next(
+        self, path: str, status: int = 500, *, retry_after: float | None = None, times: int = 1
+    ) -> None:
         """Answer the next `times` requests to `path` (e.g. "/chat/completions") with `status`."""
         self.respond_next(path, _fault(status, retry_after).reply(), times=times)
 
@@ -232,8 +292,9 @@ class OpenAIServer(LocalServer):
         time.sleep(self.delay)
         reply = self._answer(request, body)
         with self._lock:
-            self._requests.append(RecordedRequest(
-                request.path, request.headers, body, reply.status, time.time()))
+            self._requests.append(
+                RecordedRequest(request.path, request.headers, body, reply.status, time.time())
+            )
             self._lock.notify_all()
         return reply
 
@@ -289,27 +350,41 @@ class OpenAIServer(LocalServer):
             bad_json = self._bad_json_left > 0
             self._bad_json_left -= 1 if bad_json else 0
         schema = _response_schema(body)
-        content = NOT_JSON_REPLY if bad_json else json.dumps(
-            _scene_plan(_user_text(messages), prompt, schema or _prompt_schema(prompt)),
-            ensure_ascii=False, indent=None if schema else 2)
+        content = (
+            NOT_JSON_REPLY
+            if bad_json
+            else json.dumps(
+                _scene_plan(_user_text(messages), prompt, schema or _prompt_schema(prompt)),
+                ensure_ascii=False,
+                indent=None if schema else 2,
+            )
+        )
         if not bad_json and (schema is None or self.flavor.constrained_wrap):
             content = self.flavor.wrap.replace("{json}", content)
         prompt_tokens = max(1, len(prompt) // 4)
         completion_tokens = max(1, len(content) // 4)
-        return Reply.json(200, {
-            "id": "chatcmpl-" + hashlib.sha1(prompt.encode()).hexdigest()[:24],
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": content, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        return Reply.json(
+            200,
+            {
+                "id": "chatcmpl-" + hashlib.sha1(prompt.encode()).hexdigest()[:24],
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
 
     # ---- speech -------------------------------------------------------------------------------
 
@@ -318,12 +393,18 @@ class OpenAIServer(LocalServer):
         _required_str(body, "voice")
         text = _required_str(body, "input")
         if len(text) > MAX_SPEECH_INPUT_CHARS:
-            raise OpenAIError(400, f"string too long. Expected a string with maximum length "
-                                   f"{MAX_SPEECH_INPUT_CHARS}", param="input")
+            raise OpenAIError(
+                400,
+                f"string too long. Expected a string with maximum length {MAX_SPEECH_INPUT_CHARS}",
+                param="input",
+            )
         audio_format = body.get("response_format", "mp3")
         if audio_format != "wav":
-            raise OpenAIError(400, f"This local server only produces 'wav', not {audio_format!r}.",
-                              param="response_format")
+            raise OpenAIError(
+                400,
+                f"This local server only produces 'wav', not {audio_format!r}.",
+                param="response_format",
+            )
         return Reply(200, _speech_wav(text), "audio/wav")
 
     # ---- images -------------------------------------------------------------------------------
@@ -335,22 +416,36 @@ class OpenAIServer(LocalServer):
         sizes = IMAGE_SIZES.get(family, IMAGE_SIZES["dall-e-2"])
         size = str(body.get("size") or sizes[0])
         if size not in sizes:
-            raise OpenAIError(400, f"Invalid value: '{size}'. Supported values are: "
-                                   f"{', '.join(repr(s) for s in sizes)}.", param="size",
-                              code="invalid_value")
+            raise OpenAIError(
+                400,
+                f"Invalid value: '{size}'. Supported values are: "
+                f"{', '.join(repr(s) for s in sizes)}.",
+                param="size",
+                code="invalid_value",
+            )
         response_format = body.get("response_format")
         if family == "gpt-image" and response_format is not None:
-            raise OpenAIError(400, "Unknown parameter: 'response_format'.",
-                              param="response_format", code="unknown_parameter")
+            raise OpenAIError(
+                400,
+                "Unknown parameter: 'response_format'.",
+                param="response_format",
+                code="unknown_parameter",
+            )
         if family != "gpt-image" and response_format != "b64_json":
-            raise OpenAIError(400, "This local server only returns response_format 'b64_json'.",
-                              param="response_format")
+            raise OpenAIError(
+                400,
+                "This local server only returns response_format 'b64_json'.",
+                param="response_format",
+            )
         width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
         png = _draw_png(prompt, (width, height))
-        return Reply.json(200, {
-            "created": int(time.time()),
-            "data": [{"b64_json": base64.b64encode(png).decode("ascii")}],
-        })
+        return Reply.json(
+            200,
+            {
+                "created": int(time.time()),
+                "data": [{"b64_json": base64.b64encode(png).decode("ascii")}],
+            },
+        )
 
 
 def _full_path(path: str) -> str:
@@ -365,8 +460,12 @@ def _mask(key: str) -> str:
 def _required_str(body: dict[str, Any], name: str) -> str:
     value = body.get(name)
     if not isinstance(value, str) or not value.strip():
-        raise OpenAIError(400, f"Missing required parameter: '{name}'.", param=name,
-                          code="missing_required_parameter")
+        raise OpenAIError(
+            400,
+            f"Missing required parameter: '{name}'.",
+            param=name,
+            code="missing_required_parameter",
+        )
     return value
 
 
@@ -401,8 +500,11 @@ def _response_schema(body: dict[str, Any]) -> dict[str, Any] | None:
     response_format = body["response_format"]
     json_schema = response_format.get("json_schema")
     if not isinstance(json_schema, dict) or not isinstance(json_schema.get("schema"), dict):
-        raise OpenAIError(400, "Missing required parameter: 'response_format.json_schema'.",
-                          param="response_format.json_schema")
+        raise OpenAIError(
+            400,
+            "Missing required parameter: 'response_format.json_schema'.",
+            param="response_format.json_schema",
+        )
     return json_schema["schema"]
 
 
@@ -414,19 +516,26 @@ def _scene_plan(user_text: str, prompt: str, schema: dict[str, Any] | None) -> d
     """
     topic = " ".join(user_text.split()) or "an untitled idea"
     seconds = int(match[1]) if (match := _SECONDS_RE.search(prompt)) else 30
-    language = (match[1].lower() if (match := _LANGUAGE_RE.search(prompt))
-                else "ru" if re.search("[а-яё]", topic, re.IGNORECASE) else "en")
+    language = (
+        match[1].lower()
+        if (match := _LANGUAGE_RE.search(prompt))
+        else "ru"
+        if re.search("[а-яё]", topic, re.IGNORECASE)
+        else "en"
+    )
     scene_schema = _scene_item_schema(schema)
     low, high = _item_bounds(schema)
-    count = min(high, max(low, 3 + int(hashlib.sha1(topic.encode()).hexdigest(), 16) % 3,
-                          round(seconds / 8)))
+    count = min(
+        high,
+        max(low, 3 + int(hashlib.sha1(topic.encode()).hexdigest(), 16) % 3, round(seconds / 8)),
+    )
     words = topic.split()
     scenes = []
     for index in range(count):
-        chunk = " ".join(words[index * len(words) // count:(index + 1) * len(words) // count])
+        chunk = " ".join(words[index * len(words) // count : (index + 1) * len(words) // count])
         values = {
             "narration": f"{'Сцена' if language == 'ru' else 'Scene'} {index + 1}: "
-                         f"{chunk or topic}.",
+            f"{chunk or topic}.",
             "on_screen_text": (chunk or topic)[:40],
             "visual_prompt": f"Illustration of {topic}, part {index + 1} of {count}",
             "duration": round(seconds / count, 2),
@@ -467,8 +576,7 @@ def _speech_wav(text: str) -> bytes:
         pitch = 140 + (ord(letters[(start // syllable) % len(letters)]) * 37) % 160
         step = 2 * math.pi * pitch / SPEECH_SAMPLE_RATE
         samples.extend(
-            int(9000 * math.sin(math.pi * i / length) * math.sin(step * i))
-            for i in range(length)
+            int(9000 * math.sin(math.pi * i / length) * math.sin(step * i)) for i in range(length)
         )
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as wav:
@@ -489,17 +597,23 @@ def _draw_png(prompt: str, size: tuple[int, int]) -> bytes:
     digest = hashlib.sha1(prompt.encode()).digest()
     top, bottom = digest[0:3], digest[3:6]
     gradient = Image.linear_gradient("L").resize((width, height))
-    image = Image.merge("RGB", [
-        gradient.point(lambda v, a=a, b=b: a + (b - a) * v // 255) for a, b in zip(top, bottom)
-    ])
+    image = Image.merge(
+        "RGB",
+        [gradient.point(lambda v, a=a, b=b: a + (b - a) * v // 255) for a, b in zip(top, bottom)],
+    )
     draw = ImageDraw.Draw(image)
     radius = min(width, height) // 4
     center = (width // 2, height // 3)
-    draw.ellipse([center[0] - radius, center[1] - radius, center[0] + radius, center[1] + radius],
-                 fill=tuple(digest[6:9]), outline=(255, 255, 255), width=max(2, width // 200))
+    draw.ellipse(
+        [center[0] - radius, center[1] - radius, center[0] + radius, center[1] + radius],
+        fill=tuple(digest[6:9]),
+        outline=(255, 255, 255),
+        width=max(2, width // 200),
+    )
     font = ImageFont.truetype(str(FONT_PATH), max(12, width // 24))
-    draw.multiline_text((width // 12, height * 2 // 3), _wrap(prompt, 28), font=font,
-                        fill=(255, 255, 255))
+    draw.multiline_text(
+        (width // 12, height * 2 // 3), _wrap(prompt, 28), font=font, fill=(255, 255, 255)
+    )
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
     return buffer.getvalue()

@@ -132,7 +132,8 @@ class SoakReport:
             f"job {o.id} {o.verdict}: state={o.state} step={o.step} videos={o.videos} "
             f"interrupted={o.interrupted} resend_offered={o.resend_offered} "
             f"last_error={o.last_error!r} delivery={o.delivery}"
-            for o in self.outcomes if o.verdict != "ok"
+            for o in self.outcomes
+            if o.verdict != "ok"
         )
 
 
@@ -144,7 +145,8 @@ def resend_offered(telegram: TelegramServer, chat_id: int, job_id: int) -> bool:
     wanted = resend_callback_data(job_id)
     return any(
         button.get("callback_data") == wanted
-        for message in messages if message["message_id"] > last_video
+        for message in messages
+        if message["message_id"] > last_video
         for row in message.get("reply_markup", {}).get("inline_keyboard", [])
         for button in row
     )
@@ -164,8 +166,11 @@ class Workers:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "functions.worker", "--loop"], cwd=REPO_ROOT, env=self._env,
-            stdout=self._log_file, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "functions.worker", "--loop"],
+            cwd=REPO_ROOT,
+            env=self._env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
         )
 
     def kill_one(self, rng: random.Random) -> None:
@@ -191,16 +196,32 @@ def run_soak(db_env: Mapping[str, str], plan: SoakPlan, log_path: Path) -> SoakR
             # Whatever the draws, the first uploads meet a rate limit and a dropped answer.
             telegram.fail_next("sendVideo", 429, retry_after=1)
             telegram.drop_next("sendVideo")
-            telegram.random_faults(plan.fault_rate, statuses=(429, 500, 502), retry_after=1,
-                                   drop_uploads=plan.drop_uploads, seed=plan.seed)
+            telegram.random_faults(
+                plan.fault_rate,
+                statuses=(429, 500, 502),
+                retry_after=1,
+                drop_uploads=plan.drop_uploads,
+                seed=plan.seed,
+            )
         job_ids = [
-            queue.enqueue(database, chat_id=FIRST_CHAT + n, user_id=FIRST_CHAT + n,
-                          description=description(n), language="en",
-                          max_attempts=settings.job_max_attempts)[0]
+            queue.enqueue(
+                database,
+                chat_id=FIRST_CHAT + n,
+                user_id=FIRST_CHAT + n,
+                description=description(n),
+                language="en",
+                max_attempts=settings.job_max_attempts,
+            )[0]
             for n in range(plan.jobs)
         ]
-        env = {**os.environ, **db_env, **WORKER_ENV, "PYTHONPATH": str(REPO_ROOT),
-               "TELEGRAM_BOT_TOKEN": telegram.token, "TELEGRAM_API_BASE": telegram.base_url}
+        env = {
+            **os.environ,
+            **db_env,
+            **WORKER_ENV,
+            "PYTHONPATH": str(REPO_ROOT),
+            "TELEGRAM_BOT_TOKEN": telegram.token,
+            "TELEGRAM_API_BASE": telegram.base_url,
+        }
         started = time.monotonic()
         workers = Workers(plan.workers, env, log_file)
         kills = 0
@@ -226,7 +247,8 @@ def run_soak(db_env: Mapping[str, str], plan: SoakPlan, log_path: Path) -> SoakR
 def _unfinished(database: dbmod.Database, job_ids: list[int]) -> int:
     return database.execute(
         "SELECT count(*) FROM jobs WHERE id = ANY(:ids) AND state NOT IN ('done', 'failed', "
-        "'cancelled')", ids=job_ids,
+        "'cancelled')",
+        ids=job_ids,
     )[0][0]
 
 
@@ -237,7 +259,9 @@ def _delivering(database: dbmod.Database) -> set[int]:
 
 
 def _outcomes(
-    database: dbmod.Database, telegram: TelegramServer, job_ids: list[int],
+    database: dbmod.Database,
+    telegram: TelegramServer,
+    job_ids: list[int],
     delivering_at_kill: set[int],
 ) -> list[JobOutcome]:
     videos = telegram.videos_by_chat()
@@ -245,11 +269,16 @@ def _outcomes(
     rows = database.execute(
         "SELECT j.id, j.chat_id, j.state, j.step, j.last_error, row_to_json(d)::text "
         "FROM jobs j LEFT JOIN deliveries d ON d.job_id = j.id "
-        "WHERE j.id = ANY(:ids) ORDER BY j.id", ids=job_ids,
+        "WHERE j.id = ANY(:ids) ORDER BY j.id",
+        ids=job_ids,
     )
     return [
         JobOutcome(
-            id=job_id, chat_id=chat_id, state=state, step=step, last_error=last_error,
+            id=job_id,
+            chat_id=chat_id,
+            state=state,
+            step=step,
+            last_error=last_error,
             delivery=json.loads(delivery) if delivery else None,
             videos=videos.get(chat_id, 0),
             interrupted=chat_id in dropped or job_id in delivering_at_kill,

@@ -40,16 +40,36 @@ MAX_CALLBACK_DATA_BYTES = 64
 MAX_CALLBACK_ANSWER_CHARS = 200
 UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024
 WEBHOOK_TIMEOUT_SECONDS = 10.0
-CHAT_ACTIONS = frozenset({
-    "typing", "upload_photo", "record_video", "upload_video", "record_voice", "upload_voice",
-    "upload_document", "choose_sticker", "find_location", "record_video_note",
-    "upload_video_note",
-})
+CHAT_ACTIONS = frozenset(
+    {
+        "typing",
+        "upload_photo",
+        "record_video",
+        "upload_video",
+        "record_voice",
+        "upload_voice",
+        "upload_document",
+        "choose_sticker",
+        "find_location",
+        "record_video_note",
+        "upload_video_note",
+    }
+)
 PARSE_MODES = frozenset({"HTML", "Markdown", "MarkdownV2"})
 _PATH_RE = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
 _SECRET_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
-_INT_FIELDS = ("chat_id", "message_id", "duration", "width", "height", "offset", "limit",
-               "timeout", "reply_to_message_id", "max_connections")
+_INT_FIELDS = (
+    "chat_id",
+    "message_id",
+    "duration",
+    "width",
+    "height",
+    "offset",
+    "limit",
+    "timeout",
+    "reply_to_message_id",
+    "max_connections",
+)
 _BOOL_FIELDS = ("supports_streaming", "show_alert", "drop_pending_updates")
 _JSON_FIELDS = ("reply_markup", "allowed_updates", "reply_parameters")
 _NOT_MODIFIED = (
@@ -69,7 +89,9 @@ class ApiError(Exception):
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "ok": False, "error_code": self.status, "description": self.description,
+            "ok": False,
+            "error_code": self.status,
+            "description": self.description,
         }
         if self.retry_after is not None:
             body["parameters"] = {"retry_after": self.retry_after}
@@ -174,7 +196,8 @@ class TelegramServer(LocalServer):
         self._webhook: _Webhook | None = None
         self._observers: list[Callable[[RecordedCall], None]] = []
         self._methods: dict[str, tuple[str, Callable[..., Any]]] = {
-            name.lower(): (name, handler) for name, handler in {
+            name.lower(): (name, handler)
+            for name, handler in {
                 "getMe": self._get_me,
                 "sendMessage": self._send_message,
                 "editMessageText": self._edit_message_text,
@@ -212,8 +235,11 @@ class TelegramServer(LocalServer):
 
         def first_match() -> RecordedCall | None:
             return next(
-                (call for call in self._calls
-                 if call.method == method and (predicate is None or predicate(call))),
+                (
+                    call
+                    for call in self._calls
+                    if call.method == method and (predicate is None or predicate(call))
+                ),
                 None,
             )
 
@@ -236,8 +262,11 @@ class TelegramServer(LocalServer):
         """Answer the next `times` calls to `method` with an error (429 carries retry_after)."""
         if status == 429 and retry_after is None:
             retry_after = 1
-        fault = _Fault(status, description or _default_description(status, retry_after),
-                       retry_after if status == 429 else None)
+        fault = _Fault(
+            status,
+            description or _default_description(status, retry_after),
+            retry_after if status == 429 else None,
+        )
         with self._lock:
             self._faults[method.lower()].extend([fault] * times)
 
@@ -337,12 +366,21 @@ class TelegramServer(LocalServer):
         return update
 
     def push_message(
-        self, chat_id: int, text: str, *, user_id: int | None = None, first_name: str = "Tester",
+        self,
+        chat_id: int,
+        text: str,
+        *,
+        user_id: int | None = None,
+        first_name: str = "Tester",
         language_code: str = "en",
     ) -> dict[str, Any]:
         """Queue a user's text message in a private chat (a /command gets its entity)."""
-        user = {"id": user_id or chat_id, "is_bot": False, "first_name": first_name,
-                "language_code": language_code}
+        user = {
+            "id": user_id or chat_id,
+            "is_bot": False,
+            "first_name": first_name,
+            "language_code": language_code,
+        }
         with self._lock:
             message = self._new_message(chat_id, {"from": user, "text": text})
         if text.startswith("/"):
@@ -351,19 +389,35 @@ class TelegramServer(LocalServer):
         return self.push_update({"message": message})
 
     def push_callback_query(
-        self, chat_id: int, message_id: int, data: str, *, user_id: int | None = None,
+        self,
+        chat_id: int,
+        message_id: int,
+        data: str,
+        *,
+        user_id: int | None = None,
         language_code: str = "en",
     ) -> dict[str, Any]:
         """Queue a press of an inline button with `data` under the bot's message."""
         with self._lock:
             message = copy.deepcopy(self._messages[(chat_id, message_id)])
             query_id = f"cbq-{next(self._file_numbers)}"
-        user = {"id": user_id or chat_id, "is_bot": False, "first_name": "Tester",
-                "language_code": language_code}
-        return self.push_update({"callback_query": {
-            "id": query_id, "from": user, "message": message,
-            "chat_instance": str(chat_id), "data": data,
-        }})
+        user = {
+            "id": user_id or chat_id,
+            "is_bot": False,
+            "first_name": "Tester",
+            "language_code": language_code,
+        }
+        return self.push_update(
+            {
+                "callback_query": {
+                    "id": query_id,
+                    "from": user,
+                    "message": message,
+                    "chat_instance": str(chat_id),
+                    "data": data,
+                }
+            }
+        )
 
     def deliver_pending(self) -> int:
         """POST pending updates to the webhook in order; return how many were accepted."""
@@ -465,8 +519,11 @@ class TelegramServer(LocalServer):
             chance = self._random_faults
             if self._drops[key] > 0:
                 self._drops[key] -= 1
-            elif not (key == "sendvideo" and chance is not None
-                      and chance.rng.random() < chance.drop_uploads):
+            elif not (
+                key == "sendvideo"
+                and chance is not None
+                and chance.rng.random() < chance.drop_uploads
+            ):
                 return False
             self._fault_counts["dropped"] += 1
             return True
@@ -549,17 +606,13 @@ class TelegramServer(LocalServer):
 
     # ---- media --------------------------------------------------------------------------------
 
-    def _send_photo(
-        self, params: dict[str, Any], files: dict[str, UploadedFile]
-    ) -> dict[str, Any]:
+    def _send_photo(self, params: dict[str, Any], files: dict[str, UploadedFile]) -> dict[str, Any]:
         chat_id = _required(params, "chat_id")
         upload = self._input_file(params, files, "photo")
         content = {"photo": self._photo_sizes(upload), **_caption_content(params)}
         return self._new_message(chat_id, content)
 
-    def _send_video(
-        self, params: dict[str, Any], files: dict[str, UploadedFile]
-    ) -> dict[str, Any]:
+    def _send_video(self, params: dict[str, Any], files: dict[str, UploadedFile]) -> dict[str, Any]:
         chat_id = _required(params, "chat_id")
         upload = self._input_file(params, files, "video")
         if len(upload.content) > self.upload_limit_bytes:
@@ -573,8 +626,7 @@ class TelegramServer(LocalServer):
             **self._store_file("video", upload),
         }
         if "thumbnail" in params or "thumbnail" in files:
-            video["thumbnail"] = self._photo_sizes(
-                self._input_file(params, files, "thumbnail"))[-1]
+            video["thumbnail"] = self._photo_sizes(self._input_file(params, files, "thumbnail"))[-1]
         content = {"video": video, **_caption_content(params)}
         return self._new_message(chat_id, content)
 
@@ -600,8 +652,11 @@ class TelegramServer(LocalServer):
         number = next(self._file_numbers)
         file_id = f"local-{kind}-{number}"
         self._files[file_id] = upload
-        return {"file_id": file_id, "file_unique_id": f"u{kind}{number}",
-                "file_size": len(upload.content)}
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u{kind}{number}",
+            "file_size": len(upload.content),
+        }
 
     def _photo_sizes(self, upload: UploadedFile) -> list[dict[str, Any]]:
         """PhotoSize objects, smallest first, for an uploaded image (Telegram decodes it too)."""
@@ -629,7 +684,7 @@ class TelegramServer(LocalServer):
         self, params: dict[str, Any], files: dict[str, UploadedFile]
     ) -> bool:
         if not params.get("callback_query_id"):
-            raise ApiError(400, "Bad Request: parameter \"callback_query_id\" is required")
+            raise ApiError(400, 'Bad Request: parameter "callback_query_id" is required')
         if len(str(params.get("text") or "")) > MAX_CALLBACK_ANSWER_CHARS:
             raise ApiError(400, "Bad Request: MESSAGE_TOO_LONG")
         return True
@@ -643,8 +698,11 @@ class TelegramServer(LocalServer):
         deadline = time.monotonic() + max(0, int(params.get("timeout") or 0))
         with self._lock:
             if self._webhook is not None:
-                raise ApiError(409, "Conflict: can't use getUpdates method while webhook is "
-                                    "active; use deleteWebhook to delete the webhook first")
+                raise ApiError(
+                    409,
+                    "Conflict: can't use getUpdates method while webhook is "
+                    "active; use deleteWebhook to delete the webhook first",
+                )
             if isinstance(offset, int) and offset > 0:
                 self._updates = [u for u in self._updates if u["update_id"] >= offset]
             while not self._updates and self._lock.wait(max(0.0, deadline - time.monotonic())):
@@ -706,16 +764,19 @@ class TelegramServer(LocalServer):
         request = urllib.request.Request(
             webhook.url,
             data=json.dumps(update, ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/json",
-                     "X-Telegram-Bot-Api-Secret-Token": webhook.secret_token},
+            headers={
+                "Content-Type": "application/json",
+                "X-Telegram-Bot-Api-Secret-Token": webhook.secret_token,
+            },
             method="POST",
         )
         try:
             with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
-            self._webhook_failed(webhook, f"Wrong response from the webhook: {exc.code} "
-                                          f"{exc.reason}")
+            self._webhook_failed(
+                webhook, f"Wrong response from the webhook: {exc.code} {exc.reason}"
+            )
             return False
         except (urllib.error.URLError, OSError) as exc:
             self._webhook_failed(webhook, f"Connection failed: {exc}")
@@ -765,8 +826,10 @@ def _normalize(params: dict[str, Any]) -> dict[str, Any]:
 def _required(params: dict[str, Any], name: str) -> Any:
     value = params.get(name)
     if value is None or value == "":
-        raise ApiError(400, f"Bad Request: {name} is empty" if name != "chat_id"
-                       else "Bad Request: chat not found")
+        raise ApiError(
+            400,
+            f"Bad Request: {name} is empty" if name != "chat_id" else "Bad Request: chat not found",
+        )
     return value
 
 
@@ -811,8 +874,11 @@ def _markup_content(params: dict[str, Any]) -> dict[str, Any]:
     if keyboard is None:
         return {}
     if not isinstance(keyboard, list) or not all(isinstance(row, list) for row in keyboard):
-        raise ApiError(400, "Bad Request: field \"inline_keyboard\" of the InlineKeyboardMarkup "
-                            "must be an Array of Arrays")
+        raise ApiError(
+            400,
+            'Bad Request: field "inline_keyboard" of the InlineKeyboardMarkup '
+            "must be an Array of Arrays",
+        )
     for button in itertools.chain.from_iterable(keyboard):
         if not isinstance(button, dict) or not button.get("text"):
             raise ApiError(400, "Bad Request: text buttons are unallowed in the inline keyboard")
@@ -848,5 +914,6 @@ def _check_webhook_url(url: str) -> None:
     if parts.scheme != "https" or not parts.hostname:
         raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided for webhook")
     if (parts.port or 443) not in (443, 80, 88, 8443):
-        raise ApiError(400, "Bad Request: bad webhook: Webhook can be set up only on ports "
-                            "80, 88, 443 or 8443")
+        raise ApiError(
+            400, "Bad Request: bad webhook: Webhook can be set up only on ports 80, 88, 443 or 8443"
+        )

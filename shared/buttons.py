@@ -76,7 +76,10 @@ def gate_keyboard(job_id: int, gate: str, language: str) -> dict[str, Any]:
     return {
         "inline_keyboard": [
             [
-                {"text": t(f"button_{action}", language), "callback_data": callback_data(job_id, gate, action)}
+                {
+                    "text": t(f"button_{action}", language),
+                    "callback_data": callback_data(job_id, gate, action),
+                }
                 for action in ("approve", "regenerate", "cancel")
             ]
         ]

@@ -220,6 +220,7 @@ def describe(settings: Settings) -> str:
     """`postgres=host/db schema=...` for the start-up log line; never the password."""
     where = (
         parse_database_url(settings.database_url).describe()
-        if settings.database_url else f"embedded:{settings.data_dir}"
+        if settings.database_url
+        else f"embedded:{settings.data_dir}"
     )
     return f"postgres={where} schema={settings.database_schema}"

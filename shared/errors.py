@@ -30,7 +30,9 @@ UNDEFINED_TABLE = "42P01"
 # What the database driver raises when the server is gone or refuses a statement (a socket
 # error is an OSError).
 DATABASE_ERRORS: tuple[type[Exception], ...] = (
-    pg8000.native.InterfaceError, pg8000.native.DatabaseError, OSError,
+    pg8000.native.InterfaceError,
+    pg8000.native.DatabaseError,
+    OSError,
 )
 
 

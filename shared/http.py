@@ -226,8 +226,12 @@ class HttpClient:
             if isinstance(failure, (requests.Timeout, requests.ConnectionError)):
                 reason = f"{type(failure).__name__}: {self.redact(str(failure))}"
                 if not idempotent and not _never_sent(failure):
-                    log.warning("http outcome unknown service=%s label=%s reason=%s",
-                                self.service, label, reason)
+                    log.warning(
+                        "http outcome unknown service=%s label=%s reason=%s",
+                        self.service,
+                        label,
+                        reason,
+                    )
                     raise OutcomeUnknown(f"{self.service} {label}: no answer: {reason}")
                 self._retry_or_raise(label, attempt, reason, None, policy, deadline)
                 continue
@@ -257,8 +261,11 @@ class HttpClient:
             parts = None
             if files:
                 parts = {
-                    name: (upload.filename, stack.enter_context(upload.path.open("rb")),
-                           upload.content_type)
+                    name: (
+                        upload.filename,
+                        stack.enter_context(upload.path.open("rb")),
+                        upload.content_type,
+                    )
                     for name, upload in files.items()
                 }
             return self.session.request(
@@ -272,21 +279,34 @@ class HttpClient:
             )
 
     def _retry_or_raise(
-        self, label: str, attempt: int, reason: str, retry_after: float | None,
-        policy: RetryPolicy, deadline: float | None,
+        self,
+        label: str,
+        attempt: int,
+        reason: str,
+        retry_after: float | None,
+        policy: RetryPolicy,
+        deadline: float | None,
     ) -> None:
         """Sleep before the next attempt, or raise `TransientError` if we should stop now."""
         attempts = policy.max_attempts
         delay = retry_after if retry_after is not None else policy.backoff(attempt, self.rand)
         out_of_time = deadline is not None and time.monotonic() + delay >= deadline
-        gives_up = out_of_time or attempt >= attempts or (
-            retry_after is not None and retry_after > policy.max_delay
+        gives_up = (
+            out_of_time
+            or attempt >= attempts
+            or (retry_after is not None and retry_after > policy.max_delay)
         )
         if gives_up:
             log.warning(
                 "http giving up service=%s label=%s attempt=%d/%d retry_after=%s "
                 "out_of_time=%s reason=%s",
-                self.service, label, attempt, attempts, retry_after, out_of_time, reason,
+                self.service,
+                label,
+                attempt,
+                attempts,
+                retry_after,
+                out_of_time,
+                reason,
             )
             budget = f" (time budget of {self.total_timeout:g}s spent)" if out_of_time else ""
             raise TransientError(
@@ -295,7 +315,12 @@ class HttpClient:
             )
         log.warning(
             "http retry service=%s label=%s attempt=%d/%d delay=%.2f reason=%s",
-            self.service, label, attempt, attempts, delay, reason,
+            self.service,
+            label,
+            attempt,
+            attempts,
+            delay,
+            reason,
         )
         self.sleep(delay)
 

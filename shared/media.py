@@ -98,8 +98,19 @@ def probe(path: Path) -> MediaInfo:
 def _decoded_audio_duration(path: Path) -> float:
     completed = subprocess.run(
         [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-nostats", "-i", str(path),
-            "-map", "0:a:0", "-f", "null", "-progress", "pipe:1", "-",
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-nostats",
+            "-i",
+            str(path),
+            "-map",
+            "0:a:0",
+            "-f",
+            "null",
+            "-progress",
+            "pipe:1",
+            "-",
         ],
         capture_output=True,
         text=True,

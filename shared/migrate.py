@@ -31,7 +31,9 @@ def migration_files() -> list[Path]:
 
 
 def _applied(database: db.Database) -> set[str]:
-    exists = database.execute("SELECT to_regclass(:t) IS NOT NULL", t=f"{database.schema}.schema_migrations")
+    exists = database.execute(
+        "SELECT to_regclass(:t) IS NOT NULL", t=f"{database.schema}.schema_migrations"
+    )
     if not exists[0][0]:
         return set()
     return {row[0] for row in database.execute("SELECT version FROM schema_migrations")}
@@ -76,13 +78,18 @@ def _run() -> int:
     except ConfigurationError:
         raise
     except Exception as exc:  # the database is unreachable: say so plainly
-        raise Unavailable(f"cannot connect to the database ({db.describe(settings)}): {exc}") from None
+        raise Unavailable(
+            f"cannot connect to the database ({db.describe(settings)}): {exc}"
+        ) from None
     log.info("migrate connected %s", db.describe(settings))
     try:
         applied = migrate(database)
     finally:
         database.close()
-    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ", schema is up to date"))
+    print(
+        f"applied {len(applied)} migration(s)"
+        + (": " + ", ".join(applied) if applied else ", schema is up to date")
+    )
     return 0
 
 

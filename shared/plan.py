@@ -46,13 +46,17 @@ class ScenePlan:
                 )
                 for s in data["scenes"]
             )
-            plan = cls(title=str(data["title"]).strip(), language=str(data["language"]), scenes=scenes)
+            plan = cls(
+                title=str(data["title"]).strip(), language=str(data["language"]), scenes=scenes
+            )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"scene plan is missing a field: {exc}") from None
         if not plan.title:
             raise ValueError("scene plan has an empty title")
         if not MIN_SCENES <= len(plan.scenes) <= MAX_SCENES:
-            raise ValueError(f"scene plan needs {MIN_SCENES}-{MAX_SCENES} scenes, got {len(plan.scenes)}")
+            raise ValueError(
+                f"scene plan needs {MIN_SCENES}-{MAX_SCENES} scenes, got {len(plan.scenes)}"
+            )
         if any(not s.narration or s.duration <= 0 for s in plan.scenes):
             raise ValueError("every scene needs narration and a positive duration")
         return plan
@@ -266,9 +270,7 @@ def _durations(narrations: list[str], seconds: float) -> list[float]:
     return [max(round(seconds * w / total, 2), 0.01) for w in weights]
 
 
-def _plan_from_pieces(
-    pieces: list[str], language: str, seconds: float, title: str
-) -> ScenePlan:
+def _plan_from_pieces(pieces: list[str], language: str, seconds: float, title: str) -> ScenePlan:
     pieces = _merge_until_fits(_split_until_enough(_attach_wordless(pieces)))
     drafts = _frame_with_intro_and_closing([_draft(p) for p in pieces], title, language)
     visual_template = _phrases(language)["visual"]
@@ -293,9 +295,7 @@ def _checked_text(text: str, seconds: float) -> str:
     return _normalize(text)
 
 
-def plan_from_text(
-    text: str, language: str, seconds: int, title: str | None = None
-) -> ScenePlan:
+def plan_from_text(text: str, language: str, seconds: int, title: str | None = None) -> ScenePlan:
     """A deterministic plan whose scenes are the sentences of `text`.
 
     Long sentences are split at clause breaks and short ones merged so there are 3-8 scenes;

@@ -174,8 +174,9 @@ def checkpoint(
 def set_status_message(db: Database, job: ClaimedJob, message_id: int, text: str) -> None:
     """Record the job's progress message and the text it now shows."""
     _fenced(
-        db.run("set_status_message", id=job.id, token=job.lease_token, message_id=message_id,
-               text=text),
+        db.run(
+            "set_status_message", id=job.id, token=job.lease_token, message_id=message_id, text=text
+        ),
         job,
         "set status message",
     )
@@ -268,8 +269,14 @@ def _function(db: Database, query_name: str, **params: Any) -> dict[str, Any]:
 def decide(db: Database, job_id: int, approval_type: str, status: str, decided_by: str) -> bool:
     """Write the decision row an operator's SQL would; False when one is there already.
     Raises `Refused` for an unknown or finished job."""
-    return _function(db, "decide", job_id=job_id, approval_type=approval_type, status=status,
-                     decided_by=decided_by)["written"]
+    return _function(
+        db,
+        "decide",
+        job_id=job_id,
+        approval_type=approval_type,
+        status=status,
+        decided_by=decided_by,
+    )["written"]
 
 
 def request_cancel(db: Database, job_id: int, reason: str) -> bool:
@@ -354,8 +361,9 @@ def finish_delivery(db: Database, job: ClaimedJob, message_id: int) -> None:
 def end_delivery(db: Database, job: ClaimedJob, outcome: str, error: str) -> None:
     """Record an upload that did not end in a message: 'failed' (not sent) or 'unknown'."""
     _fenced(
-        db.run("end_delivery", id=job.id, token=job.lease_token, outcome=outcome,
-               error=error[:2000]),
+        db.run(
+            "end_delivery", id=job.id, token=job.lease_token, outcome=outcome, error=error[:2000]
+        ),
         job,
         f"delivery {outcome}",
     )

@@ -24,7 +24,7 @@ def parse_queries(text: str, source: str = "<text>") -> dict[str, str]:
     for match, following in zip(matches, matches[1:] + [None]):
         end = following.start() if following else len(text)
         body = "\n".join(
-            line for line in text[match.end():end].splitlines() if not line.startswith("--")
+            line for line in text[match.end() : end].splitlines() if not line.startswith("--")
         ).strip()
         name = match.group(1)
         if name in queries:

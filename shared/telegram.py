@@ -181,13 +181,24 @@ class TelegramClient:
         try:
             if files:
                 response = self._http.request(
-                    "POST", url, label=method, form=_form_fields(params), files=files,
-                    timeout=http_timeout, idempotent=idempotent, policy=policy,
+                    "POST",
+                    url,
+                    label=method,
+                    form=_form_fields(params),
+                    files=files,
+                    timeout=http_timeout,
+                    idempotent=idempotent,
+                    policy=policy,
                 )
             else:
                 response = self._http.request(
-                    "POST", url, label=method, json_body=params, timeout=http_timeout,
-                    idempotent=idempotent, policy=policy,
+                    "POST",
+                    url,
+                    label=method,
+                    json_body=params,
+                    timeout=http_timeout,
+                    idempotent=idempotent,
+                    policy=policy,
                 )
         except TransientError as exc:
             if exc.retry_after is None:  # 5xx, no connection, OutcomeUnknown: as they are
@@ -223,7 +234,10 @@ class TelegramClient:
         log.log(
             logging.INFO if _NOT_MODIFIED in description else logging.WARNING,
             "telegram error method=%s chat=%s error_code=%s description=%s",
-            method, chat, error_code, description,
+            method,
+            chat,
+            error_code,
+            description,
         )
         raise error_class(method, error_code, description)
 
@@ -248,7 +262,8 @@ class TelegramClient:
             reply_markup=reply_markup,
             reply_parameters=(
                 {"message_id": reply_to_message_id, "allow_sending_without_reply": True}
-                if reply_to_message_id is not None else None
+                if reply_to_message_id is not None
+                else None
             ),
             parse_mode=parse_mode,
         )
@@ -265,8 +280,13 @@ class TelegramClient:
     ) -> dict[str, Any] | None:
         """Edit a message's text; return the edited message, or None if nothing changed."""
         return self._edit(
-            "editMessageText", best_effort=best_effort, chat_id=chat_id, message_id=message_id,
-            text=fit_text(text, MAX_TEXT_CHARS), reply_markup=reply_markup, parse_mode=parse_mode,
+            "editMessageText",
+            best_effort=best_effort,
+            chat_id=chat_id,
+            message_id=message_id,
+            text=fit_text(text, MAX_TEXT_CHARS),
+            reply_markup=reply_markup,
+            parse_mode=parse_mode,
         )
 
     def edit_message_caption(
@@ -280,8 +300,11 @@ class TelegramClient:
     ) -> dict[str, Any] | None:
         """Edit a photo/video caption; return the edited message, or None if nothing changed."""
         return self._edit(
-            "editMessageCaption", chat_id=chat_id, message_id=message_id,
-            caption=fit_text(caption, MAX_CAPTION_CHARS), reply_markup=reply_markup,
+            "editMessageCaption",
+            chat_id=chat_id,
+            message_id=message_id,
+            caption=fit_text(caption, MAX_CAPTION_CHARS),
+            reply_markup=reply_markup,
             parse_mode=parse_mode,
         )
 
@@ -293,7 +316,9 @@ class TelegramClient:
     ) -> dict[str, Any] | None:
         """Replace (or with None, remove) the inline keyboard; None if nothing changed."""
         return self._edit(
-            "editMessageReplyMarkup", chat_id=chat_id, message_id=message_id,
+            "editMessageReplyMarkup",
+            chat_id=chat_id,
+            message_id=message_id,
             reply_markup=reply_markup,
         )
 

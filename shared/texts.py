@@ -42,7 +42,7 @@ TEXTS: dict[str, dict[str, str]] = {
         ),
         "en": (
             "Send me, as text, what the video should be about (up to {max_chars} characters), "
-            "for example: \"Morning in the mountains: mist, sunrise, a cup of coffee on the porch\".\n\n"
+            'for example: "Morning in the mountains: mist, sunrise, a cup of coffee on the porch".\n\n'
             "/status shows your jobs, /cancel cancels the current job."
         ),
     },
@@ -103,7 +103,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "Nothing to cancel: you have no job in progress.",
     },
     "status_header": {"ru": "Ваши последние задания:", "en": "Your recent jobs:"},
-    "status_line": {"ru": "#{job_id} «{description}» — {where}", "en": "#{job_id} \"{description}\" — {where}"},
+    "status_line": {
+        "ru": "#{job_id} «{description}» — {where}",
+        "en": '#{job_id} "{description}" — {where}',
+    },
     "status_none": {
         "ru": "У вас пока нет заданий. Отправьте описание видео, чтобы начать.",
         "en": "You have no jobs yet. Send a video description to start.",
@@ -123,8 +126,14 @@ TEXTS: dict[str, dict[str, str]] = {
     "state_cancelled": {"ru": "отменено", "en": "cancelled"},
     "step_script": {"ru": "пишу сценарий", "en": "writing the script"},
     "step_review_script": {"ru": "готовлю сценарий к показу", "en": "preparing the script for you"},
-    "step_media": {"ru": "рисую сцены и записываю озвучку", "en": "drawing scenes and recording the voice-over"},
-    "step_review_storyboard": {"ru": "готовлю раскадровку к показу", "en": "preparing the storyboard for you"},
+    "step_media": {
+        "ru": "рисую сцены и записываю озвучку",
+        "en": "drawing scenes and recording the voice-over",
+    },
+    "step_review_storyboard": {
+        "ru": "готовлю раскадровку к показу",
+        "en": "preparing the storyboard for you",
+    },
     "step_render": {"ru": "монтирую видео", "en": "rendering the video"},
     "step_deliver": {"ru": "отправляю видео", "en": "sending the video"},
     "step_other": {"ru": "обработка", "en": "processing"},
@@ -176,7 +185,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "⏳ I'm still finishing this job; press again in a minute.",
     },
     # --- Worker messages ---
-    "script_header": {"ru": "📝 Сценарий: «{title}»", "en": "📝 Script: \"{title}\""},
+    "script_header": {"ru": "📝 Сценарий: «{title}»", "en": '📝 Script: "{title}"'},
     "script_scene": {"ru": "{number}. {text}", "en": "{number}. {text}"},
     "script_footer": {
         "ru": "Одобрите сценарий или попросите другой. Чтобы исправить его, ответьте на это "
@@ -186,7 +195,7 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "storyboard_caption": {
         "ru": "🖼 Раскадровка «{title}»: {scenes} сцен(ы). Одобрить и монтировать видео?",
-        "en": "🖼 Storyboard for \"{title}\": {scenes} scene(s). Approve and render the video?",
+        "en": '🖼 Storyboard for "{title}": {scenes} scene(s). Approve and render the video?',
     },
     "progress_script": {"ru": "✍️ Пишу сценарий…", "en": "✍️ Writing the script…"},
     "progress_images": {"ru": "🎨 Рисую сцены… {pct}%", "en": "🎨 Drawing scenes… {pct}%"},
@@ -230,7 +239,7 @@ TEXTS: dict[str, dict[str, str]] = {
     "failed_render": {"ru": "смонтировать видео", "en": "render the video"},
     "failed_deliver": {"ru": "отправить видео", "en": "send the video"},
     "failed_other": {"ru": "сделать видео", "en": "make the video"},
-    "video_caption": {"ru": "🎬 «{title}»", "en": "🎬 \"{title}\""},
+    "video_caption": {"ru": "🎬 «{title}»", "en": '🎬 "{title}"'},
 }
 
 

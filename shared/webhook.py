@@ -130,7 +130,9 @@ class Webhook:
             reply = bot.handle_update(self._database(), self.settings, update)
         except DATABASE_ERRORS as exc:
             self._drop_database()
-            log.warning("update not recorded update_id=%s error=%s: %s", update_id, type(exc).__name__, exc)
+            log.warning(
+                "update not recorded update_id=%s error=%s: %s", update_id, type(exc).__name__, exc
+            )
             return _error(503, "database unavailable")
         except Exception:
             log.exception("update handler failed update_id=%s", update_id)
@@ -149,7 +151,9 @@ class Webhook:
         """
         self._drop_database()
         try:
-            self._database().run("record_update", update_id=update_id, kind="unhandled", chat_id=None)
+            self._database().run(
+                "record_update", update_id=update_id, kind="unhandled", chat_id=None
+            )
         except DATABASE_ERRORS:
             self._drop_database()
             return _error(503, "database unavailable")
@@ -164,7 +168,12 @@ class Webhook:
         try:
             bot.perform_edit(client, edit)
         except (PermanentError, TransientError) as exc:
-            log.warning("gate message not edited update_id=%s chat=%s error=%s", update_id, edit.chat_id, exc)
+            log.warning(
+                "gate message not edited update_id=%s chat=%s error=%s",
+                update_id,
+                edit.chat_id,
+                exc,
+            )
 
 
 # --- Responses ---

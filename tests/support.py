@@ -45,7 +45,9 @@ def sample_paths() -> list[Path]:
     return paths
 
 
-def text_message(text: str, update_id: int, *, user_id: int = USER_ID, language: str = "en") -> dict[str, Any]:
+def text_message(
+    text: str, update_id: int, *, user_id: int = USER_ID, language: str = "en"
+) -> dict[str, Any]:
     update = load_update("description_en", update_id)
     message = update["message"]
     message["text"] = text
@@ -123,8 +125,9 @@ class Worker:
 
 
 def enqueue(db: dbmod.Database, description: str, language: str = "en") -> int:
-    job_id, _ = queue.enqueue(db, chat_id=CHAT, user_id=CHAT, description=description,
-                              language=language, max_attempts=3)
+    job_id, _ = queue.enqueue(
+        db, chat_id=CHAT, user_id=CHAT, description=description, language=language, max_attempts=3
+    )
     return job_id
 
 
@@ -132,7 +135,9 @@ def decide(db: dbmod.Database, job_id: int, gate: str, status: str = "approved")
     db.execute(
         f"INSERT INTO {db.schema}.approval_statuses (job_id, approval_type, status, expires_at) "
         "VALUES (:j, :g, :s, now() + interval '1 day')",
-        j=str(job_id), g=gate, s=status,
+        j=str(job_id),
+        g=gate,
+        s=status,
     )
 
 
@@ -163,4 +168,7 @@ class DatabaseClock:
     db: dbmod.Database
 
     def advance(self, seconds: float) -> None:
-        self.db.execute(f"UPDATE {self.db.schema}.test_clock SET offset_seconds = offset_seconds + :s", s=seconds)
+        self.db.execute(
+            f"UPDATE {self.db.schema}.test_clock SET offset_seconds = offset_seconds + :s",
+            s=seconds,
+        )

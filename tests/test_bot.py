@@ -35,7 +35,9 @@ def reply_of(client: FlaskClient, update: dict[str, Any]) -> dict[str, Any]:
 
 
 def jobs(db: Database) -> list[list[Any]]:
-    return db.execute("SELECT id, chat_id, user_id, language, description, state, max_attempts FROM jobs ORDER BY id")
+    return db.execute(
+        "SELECT id, chat_id, user_id, language, description, state, max_attempts FROM jobs ORDER BY id"
+    )
 
 
 @pytest.mark.parametrize(
@@ -47,7 +49,9 @@ def jobs(db: Database) -> list[list[Any]]:
         ("command_help", "up to 1000 characters"),
     ],
 )
-def test_start_and_help_explain_how_to_use_the_bot(client: FlaskClient, db: Database, fixture: str, language_phrase: str) -> None:
+def test_start_and_help_explain_how_to_use_the_bot(
+    client: FlaskClient, db: Database, fixture: str, language_phrase: str
+) -> None:
     reply = reply_of(client, load_update(fixture))
     assert reply["method"] == "sendMessage"
     assert reply["chat_id"] == USER_ID
@@ -61,9 +65,17 @@ def test_description_creates_a_job_once(client: FlaskClient, db: Database) -> No
     reply = reply_of(client, update)
     assert reply == {"method": "sendMessage", "chat_id": USER_ID, "text": reply["text"]}
     assert "Job #1 is queued" in reply["text"]
-    assert jobs(db) == [[1, USER_ID, USER_ID, "en",
-                         "Morning in the mountains: mist, sunrise and a cup of coffee on the porch.",
-                         "queued", 3]]
+    assert jobs(db) == [
+        [
+            1,
+            USER_ID,
+            USER_ID,
+            "en",
+            "Morning in the mountains: mist, sunrise and a cup of coffee on the porch.",
+            "queued",
+            3,
+        ]
+    ]
     assert reply_of(client, update) == {}
     assert count(db, "jobs") == 1
 
@@ -75,7 +87,9 @@ def test_missing_language_code_means_russian(client: FlaskClient, db: Database) 
 
 
 @pytest.mark.parametrize("text", ["   ", "x" * 1001])
-def test_empty_or_too_long_description_is_refused_with_the_reason(client: FlaskClient, db: Database, text: str) -> None:
+def test_empty_or_too_long_description_is_refused_with_the_reason(
+    client: FlaskClient, db: Database, text: str
+) -> None:
     reply = reply_of(client, text_message(text, 30001))
     assert ("1000" in reply["text"]) == (len(text) > 1000)
     assert "empty" in reply["text"] or "too long" in reply["text"]
@@ -91,7 +105,10 @@ def test_second_active_job_is_refused_with_what_to_do(client: FlaskClient, db: D
 
 def test_daily_limit_says_come_back_tomorrow(client: FlaskClient, db: Database) -> None:
     for update_id in (30001, 30003, 30005):
-        assert "queued" in reply_of(client, text_message(f"Video number {update_id}", update_id))["text"]
+        assert (
+            "queued"
+            in reply_of(client, text_message(f"Video number {update_id}", update_id))["text"]
+        )
         reply_of(client, load_update("command_cancel", update_id + 1))
     reply = reply_of(client, text_message("One video too many", 30007))
     assert "come back tomorrow" in reply["text"]
@@ -115,7 +132,9 @@ def test_status_tells_a_waiting_job_in_words(client: FlaskClient, db: Database) 
     assert "waiting for you to approve the script" in status
 
 
-def test_user_not_in_allowed_list_is_refused(webhook_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, db: Database) -> None:
+def test_user_not_in_allowed_list_is_refused(
+    webhook_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, db: Database
+) -> None:
     import functions_framework
 
     from tests.support import WEBHOOK_SOURCE
@@ -136,13 +155,17 @@ def test_non_text_messages_get_a_hint(client: FlaskClient, db: Database, fixture
 
 
 @pytest.mark.parametrize("fixture", ["group_message", "channel_post"])
-def test_group_and_channel_updates_are_recorded_and_ignored(client: FlaskClient, db: Database, fixture: str) -> None:
+def test_group_and_channel_updates_are_recorded_and_ignored(
+    client: FlaskClient, db: Database, fixture: str
+) -> None:
     assert reply_of(client, load_update(fixture)) == {}
     assert count(db, "jobs") == 0
     assert count(db, "telegram_updates") == 1
 
 
-def test_blocking_the_bot_cancels_jobs_and_blocks_the_chat(client: FlaskClient, db: Database) -> None:
+def test_blocking_the_bot_cancels_jobs_and_blocks_the_chat(
+    client: FlaskClient, db: Database
+) -> None:
     reply_of(client, load_update("description_en"))
     assert reply_of(client, load_update("my_chat_member_kicked")) == {}
     assert db.execute("SELECT state FROM jobs") == [["cancelled"]]
@@ -165,7 +188,9 @@ def test_any_message_from_a_blocked_chat_unblocks_it(client: FlaskClient, db: Da
 def send_gate_message(telegram: TelegramServer, job_id: int, gate: str) -> int:
     """What the worker does at a gate: a message with the buttons; returns its message_id."""
     client = TelegramClient(TOKEN, telegram.base_url)
-    message = client.send_message(USER_ID, f"The {gate} of job {job_id}", reply_markup=gate_keyboard(job_id, gate, "en"))
+    message = client.send_message(
+        USER_ID, f"The {gate} of job {job_id}", reply_markup=gate_keyboard(job_id, gate, "en")
+    )
     return message["message_id"]
 
 
@@ -173,15 +198,22 @@ def approvals(db: Database) -> list[list[Any]]:
     return db.execute("SELECT job_id, approval_type, status FROM approval_statuses ORDER BY id")
 
 
-def test_approve_writes_the_decision_and_removes_the_buttons(client: FlaskClient, db: Database, telegram: TelegramServer) -> None:
+def test_approve_writes_the_decision_and_removes_the_buttons(
+    client: FlaskClient, db: Database, telegram: TelegramServer
+) -> None:
     reply_of(client, load_update("description_en"))
     message_id = send_gate_message(telegram, 1, "script")
     park_at_gate(db, "script", message_id)
     reply = reply_of(client, press(40001, callback_data(1, "script", "approve"), message_id))
-    assert reply == {"method": "answerCallbackQuery", "callback_query_id": "cbq-40001", "text": "✅ Approved — working on it"}
+    assert reply == {
+        "method": "answerCallbackQuery",
+        "callback_query_id": "cbq-40001",
+        "text": "✅ Approved — working on it",
+    }
     assert approvals(db) == [["1", "script", "approved"]]
     expires_at, deadline = db.execute(
-        "SELECT a.expires_at, j.gate_deadline::timestamp FROM approval_statuses a JOIN jobs j ON a.job_id = j.id::text")[0]
+        "SELECT a.expires_at, j.gate_deadline::timestamp FROM approval_statuses a JOIN jobs j ON a.job_id = j.id::text"
+    )[0]
     assert expires_at == deadline
     edit = telegram.wait_for("editMessageText")
     assert edit.params["message_id"] == message_id
@@ -190,7 +222,9 @@ def test_approve_writes_the_decision_and_removes_the_buttons(client: FlaskClient
     assert queue.claim(db, 1, 60)[0].gate_decision == "approved"
 
 
-def test_double_press_is_already_decided_with_one_row(client: FlaskClient, db: Database, telegram: TelegramServer) -> None:
+def test_double_press_is_already_decided_with_one_row(
+    client: FlaskClient, db: Database, telegram: TelegramServer
+) -> None:
     reply_of(client, load_update("description_en"))
     message_id = send_gate_message(telegram, 1, "script")
     park_at_gate(db, "script", message_id)
@@ -201,11 +235,15 @@ def test_double_press_is_already_decided_with_one_row(client: FlaskClient, db: D
     assert len(telegram.calls_to("editMessageText")) == 1
 
 
-def test_someone_elses_press_is_refused(client: FlaskClient, db: Database, telegram: TelegramServer) -> None:
+def test_someone_elses_press_is_refused(
+    client: FlaskClient, db: Database, telegram: TelegramServer
+) -> None:
     reply_of(client, load_update("description_en"))
     message_id = send_gate_message(telegram, 1, "script")
     park_at_gate(db, "script", message_id)
-    reply = reply_of(client, press(40001, callback_data(1, "script", "approve"), message_id, user_id=999))
+    reply = reply_of(
+        client, press(40001, callback_data(1, "script", "approve"), message_id, user_id=999)
+    )
     assert reply["text"] == "⛔ This button is not yours."
     assert count(db, "approval_statuses") == 0
     assert telegram.calls_to("editMessageText") == []
@@ -229,7 +267,9 @@ def test_stale_button_on_an_old_message_has_expired(client: FlaskClient, db: Dat
     assert count(db, "approval_statuses") == 0
 
 
-def test_press_after_the_deadline_has_expired(client: FlaskClient, db: Database, clock: DatabaseClock) -> None:
+def test_press_after_the_deadline_has_expired(
+    client: FlaskClient, db: Database, clock: DatabaseClock
+) -> None:
     reply_of(client, load_update("description_en"))
     park_at_gate(db, "script", 501, ttl_seconds=3600)
     clock.advance(3601)
@@ -251,7 +291,9 @@ def test_regenerate_writes_a_revision(client: FlaskClient, db: Database) -> None
     park_at_gate(db, "script", 501)
     reply = reply_of(client, press(40001, callback_data(1, "script", "regenerate"), 501))
     assert reply["text"] == "🔁 Making a new version"
-    assert db.execute("SELECT job_id, gate, kind, text FROM job_revisions") == [[1, "script", "regenerate", None]]
+    assert db.execute("SELECT job_id, gate, kind, text FROM job_revisions") == [
+        [1, "script", "regenerate", None]
+    ]
     assert count(db, "approval_statuses") == 0
     again = reply_of(client, press(40002, callback_data(1, "script", "approve"), 501))
     assert again["text"] == "This step has already been decided."
@@ -260,12 +302,17 @@ def test_regenerate_writes_a_revision(client: FlaskClient, db: Database) -> None
 def test_cancel_press_writes_a_cancelled_row(client: FlaskClient, db: Database) -> None:
     reply_of(client, load_update("description_en"))
     park_at_gate(db, "script", 501)
-    assert reply_of(client, press(40001, callback_data(1, "script", "cancel"), 501))["text"] == "❌ Job cancelled"
+    assert (
+        reply_of(client, press(40001, callback_data(1, "script", "cancel"), 501))["text"]
+        == "❌ Job cancelled"
+    )
     assert approvals(db) == [["1", "script", "cancelled"]]
     assert queue.claim(db, 1, 60)[0].cancel_requested
 
 
-def test_storyboard_approval_edits_the_photo_caption(client: FlaskClient, db: Database, telegram: TelegramServer) -> None:
+def test_storyboard_approval_edits_the_photo_caption(
+    client: FlaskClient, db: Database, telegram: TelegramServer
+) -> None:
     reply_of(client, load_update("description_en"))
     park_at_gate(db, "storyboard", 502)
     reply = reply_of(client, load_update("callback_storyboard_photo"))
@@ -276,7 +323,9 @@ def test_storyboard_approval_edits_the_photo_caption(client: FlaskClient, db: Da
     assert edit.params["message_id"] == 502
 
 
-def test_a_failed_edit_does_not_undo_the_decision(client: FlaskClient, db: Database, telegram: TelegramServer) -> None:
+def test_a_failed_edit_does_not_undo_the_decision(
+    client: FlaskClient, db: Database, telegram: TelegramServer
+) -> None:
     reply_of(client, load_update("description_en"))
     park_at_gate(db, "script", 501)
     telegram.fail_next("editMessageText", 500)
@@ -285,12 +334,16 @@ def test_a_failed_edit_does_not_undo_the_decision(client: FlaskClient, db: Datab
     assert approvals(db) == [["1", "script", "approved"]]
 
 
-def test_reply_with_an_edited_script_writes_an_edit_revision(client: FlaskClient, db: Database) -> None:
+def test_reply_with_an_edited_script_writes_an_edit_revision(
+    client: FlaskClient, db: Database
+) -> None:
     reply_of(client, load_update("description_en"))
     park_at_gate(db, "script", 501)
     reply = reply_of(client, load_update("reply_edited_script"))
     assert "rewriting the script" in reply["text"]
-    [[kind, text]] = db.execute("SELECT kind, text FROM job_revisions WHERE job_id = 1 AND gate = 'script'")
+    [[kind, text]] = db.execute(
+        "SELECT kind, text FROM job_revisions WHERE job_id = 1 AND gate = 'script'"
+    )
     assert kind == "edit" and text.startswith("1. Fog rolls over the valley.")
     assert count(db, "jobs") == 1
     second = reply_of(client, load_update("reply_edited_script", 20041))
@@ -298,7 +351,9 @@ def test_reply_with_an_edited_script_writes_an_edit_revision(client: FlaskClient
     assert count(db, "job_revisions") == 1
 
 
-def test_reply_to_a_message_that_is_no_gate_is_a_new_description(client: FlaskClient, db: Database) -> None:
+def test_reply_to_a_message_that_is_no_gate_is_a_new_description(
+    client: FlaskClient, db: Database
+) -> None:
     reply = reply_of(client, load_update("reply_edited_script"))
     assert "queued" in reply["text"]
     assert count(db, "jobs") == 1 and count(db, "job_revisions") == 0
@@ -314,7 +369,10 @@ def test_every_text_exists_in_both_languages_with_the_same_placeholders() -> Non
 
     for key, variants in TEXTS.items():
         assert set(variants) == {"ru", "en"}, key
-        fields = [{name for _, name, _, _ in Formatter().parse(text) if name} for text in variants.values()]
+        fields = [
+            {name for _, name, _, _ in Formatter().parse(text) if name}
+            for text in variants.values()
+        ]
         assert fields[0] == fields[1], key
 
 
@@ -322,9 +380,17 @@ def test_worker_texts_read_as_the_user_sees_them() -> None:
     from shared.texts import failure_notice, script_message, t
 
     script = script_message("Morning", ["Mist over the valley.", "The sun comes up."], "en")
-    assert script.splitlines()[:4] == ['📝 Script: "Morning"', "", "1. Mist over the valley.", "2. The sun comes up."]
+    assert script.splitlines()[:4] == [
+        '📝 Script: "Morning"',
+        "",
+        "1. Mist over the valley.",
+        "2. The sun comes up.",
+    ]
     assert "reply to this message with a corrected script" in script
-    assert failure_notice("render", "en") == "⚠️ Could not render the video. Send the description again to retry."
+    assert (
+        failure_notice("render", "en")
+        == "⚠️ Could not render the video. Send the description again to retry."
+    )
     assert failure_notice("mystery", "ru").startswith("⚠️ Не удалось сделать видео")
     assert t("progress_images", "en", pct=40) == "🎨 Drawing scenes… 40%"
     assert t("progress_done", "de") == "✅ Done"

@@ -35,7 +35,9 @@ def test_arbitrary_data_never_raises(data: object) -> None:
 
 
 @given(job_ids, gates, actions, st.text(min_size=1, max_size=3))
-def test_anything_appended_or_prepended_is_refused(job_id: int, gate: str, action: str, extra: str) -> None:
+def test_anything_appended_or_prepended_is_refused(
+    job_id: int, gate: str, action: str, extra: str
+) -> None:
     data = callback_data(job_id, gate, action)
     assert parse_callback_data(data + extra) is None
     assert parse_callback_data(extra + data) is None
@@ -63,7 +65,10 @@ def test_malformed_data_is_refused(data: str) -> None:
 
 @pytest.mark.parametrize(
     ("language", "texts"),
-    [("en", ["✅ Approve", "🔁 Regenerate", "❌ Cancel"]), ("ru", ["✅ Одобрить", "🔁 Заново", "❌ Отмена"])],
+    [
+        ("en", ["✅ Approve", "🔁 Regenerate", "❌ Cancel"]),
+        ("ru", ["✅ Одобрить", "🔁 Заново", "❌ Отмена"]),
+    ],
 )
 def test_gate_keyboard_has_three_buttons_for_the_job(language: str, texts: list[str]) -> None:
     keyboard = gate_keyboard(42, "storyboard", language)

@@ -21,7 +21,11 @@ from tests.support import child_env
 def test_render_internal_url_without_port(scheme):
     params = dbmod.parse_database_url(f"{scheme}://bot:s3cret@dpg-abc123-a/videobot")
     assert (params.user, params.password, params.host, params.port, params.database) == (
-        "bot", "s3cret", "dpg-abc123-a", 5432, "videobot"
+        "bot",
+        "s3cret",
+        "dpg-abc123-a",
+        5432,
+        "videobot",
     )
     assert params.unix_sock is None
 
@@ -82,7 +86,11 @@ def test_any_encoded_url_round_trips(user, password, host, port, database):
     url = f"postgresql://{quote(user, safe='')}:{quote(password, safe='')}@{host}:{port}/{database}"
     params = dbmod.parse_database_url(url)
     assert (params.user, params.password, params.host, params.port, params.database) == (
-        user, password, host, port, database
+        user,
+        password,
+        host,
+        port,
+        database,
     )
 
 
@@ -139,7 +147,10 @@ def test_everything_lives_in_the_configured_schema(db):
         ["created_at", "timestamp without time zone", None, "YES"],
         ["expires_at", "timestamp without time zone", None, "NO"],
     ]
-    indexes = {row[0] for row in db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = :s", s=db.schema)}
+    indexes = {
+        row[0]
+        for row in db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = :s", s=db.schema)
+    }
     assert {"idx_approval_job_type", "idx_approval_expires", "unique_job_approval"} <= indexes
 
 
@@ -149,14 +160,21 @@ def test_three_concurrent_migrate_processes_all_succeed(pg_url):
     admin.execute("DROP SCHEMA IF EXISTS t_concurrent_migrate CASCADE")
     try:
         procs = [
-            subprocess.Popen([sys.executable, "-m", "shared.migrate"], cwd=REPO_ROOT,
-                             env=child_env(schema_env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+            subprocess.Popen(
+                [sys.executable, "-m", "shared.migrate"],
+                cwd=REPO_ROOT,
+                env=child_env(schema_env),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             for _ in range(3)
         ]
         outputs = [proc.communicate(timeout=60) for proc in procs]
         assert [proc.returncode for proc in procs] == [0, 0, 0], outputs
-        applied = [out for out, _ in outputs if f"applied {len(migration_files())} migration" in out]
+        applied = [
+            out for out, _ in outputs if f"applied {len(migration_files())} migration" in out
+        ]
         assert len(applied) == 1, outputs
         count = admin.execute("SELECT count(*) FROM t_concurrent_migrate.schema_migrations")[0][0]
         assert count == len(migration_files())
@@ -167,8 +185,14 @@ def test_three_concurrent_migrate_processes_all_succeed(pg_url):
 
 def test_migrate_command_reports_an_unreachable_database_plainly(schema_env):
     env = child_env(schema_env, DATABASE_URL="postgresql://u:hunter2@127.0.0.1:1/nothing")
-    result = subprocess.run([sys.executable, "-m", "shared.migrate"], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.migrate"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert "cannot connect to the database (postgres=127.0.0.1:1/nothing" in result.stderr
     assert "hunter2" not in result.stderr + result.stdout

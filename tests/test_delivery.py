@@ -35,8 +35,13 @@ NOT_ARRIVED = "may not have arrived"
 
 @pytest.fixture
 def worker_env(webhook_env: dict[str, str]) -> dict[str, str]:
-    return dict(webhook_env, APPROVAL_GATES="", VIDEO_SECONDS="8", RETRY_BASE_SECONDS="0",
-                WORKER_MAX_SECONDS="120")
+    return dict(
+        webhook_env,
+        APPROVAL_GATES="",
+        VIDEO_SECONDS="8",
+        RETRY_BASE_SECONDS="0",
+        WORKER_MAX_SECONDS="120",
+    )
 
 
 class Worker:
@@ -51,8 +56,14 @@ class Worker:
 
 
 def enqueue(db: Database, max_attempts: int = 3) -> int:
-    job_id, _ = queue.enqueue(db, chat_id=USER_ID, user_id=USER_ID, description=DESCRIPTION,
-                              language="en", max_attempts=max_attempts)
+    job_id, _ = queue.enqueue(
+        db,
+        chat_id=USER_ID,
+        user_id=USER_ID,
+        description=DESCRIPTION,
+        language="en",
+        max_attempts=max_attempts,
+    )
     return job_id
 
 
@@ -62,14 +73,20 @@ def videos_received(telegram: TelegramServer) -> list[RecordedCall]:
 
 
 def texts_received(telegram: TelegramServer) -> list[str]:
-    return [call.params.get("text", "") for call in telegram.calls_to("sendMessage")
-            if call.status == 200]
+    return [
+        call.params.get("text", "")
+        for call in telegram.calls_to("sendMessage")
+        if call.status == 200
+    ]
 
 
 def resend_notice(telegram: TelegramServer) -> dict[str, Any]:
     """The "may not have arrived" message as it stands in the chat now."""
-    [call] = [c for c in telegram.calls_to("sendMessage")
-              if c.status == 200 and NOT_ARRIVED in c.params["text"]]
+    [call] = [
+        c
+        for c in telegram.calls_to("sendMessage")
+        if c.status == 200 and NOT_ARRIVED in c.params["text"]
+    ]
     return telegram.message(USER_ID, call.response["result"]["message_id"])
 
 
@@ -78,21 +95,29 @@ def buttons(message: dict[str, Any]) -> list[tuple[str, str]]:
     return [(button["text"], button["callback_data"]) for row in rows for button in row]
 
 
-def press_button(client: FlaskClient, message: dict[str, Any], data: str, update_id: int,
-                 user_id: int = USER_ID) -> dict[str, Any]:
+def press_button(
+    client: FlaskClient, message: dict[str, Any], data: str, update_id: int, user_id: int = USER_ID
+) -> dict[str, Any]:
     """A press of a button under `message`, POSTed to the webhook as Telegram sends it."""
-    update = {"update_id": update_id, "callback_query": {
-        "id": f"cbq-{update_id}", "chat_instance": "1",
-        "from": {"id": user_id, "is_bot": False, "first_name": "Tester", "language_code": "en"},
-        "message": message, "data": data,
-    }}
+    update = {
+        "update_id": update_id,
+        "callback_query": {
+            "id": f"cbq-{update_id}",
+            "chat_instance": "1",
+            "from": {"id": user_id, "is_bot": False, "first_name": "Tester", "language_code": "en"},
+            "message": message,
+            "data": data,
+        },
+    }
     response = post(client, update)
     assert response.status_code == 200
     return response.get_json()
 
 
 def delivery(db: Database, job_id: int) -> dict[str, Any]:
-    [row] = db.execute("SELECT state, attempts, resends FROM deliveries WHERE job_id = :j", j=job_id)
+    [row] = db.execute(
+        "SELECT state, attempts, resends FROM deliveries WHERE job_id = :j", j=job_id
+    )
     return dict(zip(("state", "attempts", "resends"), row))
 
 
@@ -123,7 +148,9 @@ def test_rate_limited_upload_waits_and_delivers_one_video(db, worker_env, telegr
     assert not any("Could not" in text for text in texts_received(telegram))
     status = telegram.message(USER_ID, job(db, job_id)["status_message_id"])
     assert status["text"] == "✅ Done"
-    events = [row[0] for row in db.execute("SELECT event FROM job_events WHERE job_id = :j", j=job_id)]
+    events = [
+        row[0] for row in db.execute("SELECT event FROM job_events WHERE job_id = :j", j=job_id)
+    ]
     assert "deferred" in events and "retry_scheduled" not in events and "failed" not in events
 
 
@@ -163,8 +190,11 @@ def test_lost_answer_is_never_resent_unasked_and_the_button_sends_it_once(
     assert delivery(db, job_id)["state"] == "unknown"
 
     first = press_button(client, notice, resend_callback_data(job_id), 50002)
-    assert first == {"method": "answerCallbackQuery", "callback_query_id": "cbq-50002",
-                     "text": "📤 Sending the video again"}
+    assert first == {
+        "method": "answerCallbackQuery",
+        "callback_query_id": "cbq-50002",
+        "text": "📤 Sending the video again",
+    }
     assert buttons(resend_notice(telegram)) == []
     second = press_button(client, notice, resend_callback_data(job_id), 50003)
     assert second["text"] == "This video has already been sent again."
@@ -206,14 +236,19 @@ def test_operator_resend_goes_the_same_way(db, worker_env, telegram):
 def test_worker_killed_mid_upload_leaves_the_choice_to_the_user(db, worker_env, telegram, client):
     env = child_env(worker_env, WORKER_LEASE_SECONDS="5")
     job_id = enqueue(db)
-    first = subprocess.Popen([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
     killed: list[int] = []
 
     def kill_on_upload(call: RecordedCall) -> None:
         if call.method == "sendVideo" and not killed:  # Telegram has the video; the worker
-            killed.append(first.pid)                    # dies before the answer reaches it
+            killed.append(first.pid)  # dies before the answer reaches it
             os.kill(first.pid, signal.SIGKILL)
 
     telegram.on_call(kill_on_upload)
@@ -222,7 +257,9 @@ def test_worker_killed_mid_upload_leaves_the_choice_to_the_user(db, worker_env, 
     finally:
         first.kill()
     assert delivery(db, job_id)["state"] == "sending"
-    left = db.execute("SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id)
+    left = db.execute(
+        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
+    )
     time.sleep(max(0.0, float(left[0][0])) + 0.2)
 
     worker = Worker(worker_env)
@@ -239,5 +276,11 @@ def test_worker_killed_mid_upload_leaves_the_choice_to_the_user(db, worker_env, 
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=REPO_ROOT,
-                          env=child_env(env), capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=REPO_ROOT,
+        env=child_env(env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )

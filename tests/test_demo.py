@@ -21,15 +21,23 @@ CHAT = 5151
 BUTTONS = "[✅ Approve] [🔁 Regenerate] [❌ Cancel]"
 
 
-def manage(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def manage(
+    env: dict[str, str], *args: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "manage.py", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def poll_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, str]:
-    return child_env(schema_env, TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url)
+    return child_env(
+        schema_env, TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url
+    )
 
 
 # ---- demo ---------------------------------------------------------------------------------------
@@ -39,8 +47,16 @@ def test_demo_chats_through_both_gates_and_writes_a_real_video(schema_env, db, t
     out = tmp_path / "clip.mp4"
     env = child_env(schema_env, VIDEOBOT_DATA_DIR=str(tmp_path / "data"))
 
-    result = manage(env, "demo", "A cat on a skateboard at sunset", "--seconds", "6",
-                    "--out", str(out), timeout=120)
+    result = manage(
+        env,
+        "demo",
+        "A cat on a skateboard at sunset",
+        "--seconds",
+        "6",
+        "--out",
+        str(out),
+        timeout=120,
+    )
 
     assert result.returncode == 0, result.stdout + result.stderr
     chat = result.stdout
@@ -87,7 +103,10 @@ def test_poll_once_answers_creates_the_job_and_runs_the_worker(schema_env, db, t
     gate_message = telegram.message(CHAT, job["gate_message_id"])
     keyboard = gate_message["reply_markup"]["inline_keyboard"][0]
     assert keyboard[0]["callback_data"] == callback_data(job["id"], "script", "approve")
-    assert TelegramClient(telegram.token, telegram.base_url).get_webhook_info()["pending_update_count"] == 0
+    assert (
+        TelegramClient(telegram.token, telegram.base_url).get_webhook_info()["pending_update_count"]
+        == 0
+    )
 
 
 def test_poll_once_does_not_answer_a_redelivered_update(schema_env, telegram):
@@ -126,11 +145,11 @@ def test_poll_needs_a_bot_token(schema_env):
 def test_poll_once_reports_an_unreachable_database(telegram, tmp_path):
     env = child_env(
         {"DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none", "DATABASE_SCHEMA": "nowhere"},
-        TELEGRAM_BOT_TOKEN=telegram.token, TELEGRAM_API_BASE=telegram.base_url,
+        TELEGRAM_BOT_TOKEN=telegram.token,
+        TELEGRAM_API_BASE=telegram.base_url,
     )
 
     result = manage(env, "poll", "--once")
 
     assert result.returncode == 2
     assert "error" in result.stderr.lower()
-

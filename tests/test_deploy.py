@@ -35,7 +35,9 @@ def render_secret(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def webhook_env(schema_env: dict[str, str], telegram: TelegramServer, render_secret: str) -> dict[str, str]:
+def webhook_env(
+    schema_env: dict[str, str], telegram: TelegramServer, render_secret: str
+) -> dict[str, str]:
     """The web service's environment as the blueprint makes it (overrides the shared fixture)."""
     return {
         **schema_env,
@@ -47,14 +49,21 @@ def webhook_env(schema_env: dict[str, str], telegram: TelegramServer, render_sec
     }
 
 
-def test_telegram_refuses_the_raw_render_secret(telegram: TelegramServer, render_secret: str) -> None:
+def test_telegram_refuses_the_raw_render_secret(
+    telegram: TelegramServer, render_secret: str
+) -> None:
     """The stand-in enforces Telegram's rule, so the next test would catch a raw secret."""
     with pytest.raises(TelegramError, match="secret token contains unallowed characters"):
-        TelegramClient(TOKEN, telegram.base_url).set_webhook(RENDER_URL + "/", render_secret, ["message"])
+        TelegramClient(TOKEN, telegram.base_url).set_webhook(
+            RENDER_URL + "/", render_secret, ["message"]
+        )
 
 
 def test_a_render_secret_works_through_set_webhook_and_the_webhook(
-    telegram: TelegramServer, webhook_env: dict[str, str], client: FlaskClient, db: Database,
+    telegram: TelegramServer,
+    webhook_env: dict[str, str],
+    client: FlaskClient,
+    db: Database,
     render_secret: str,
 ) -> None:
     result = manage(webhook_env, "set-webhook")
@@ -65,7 +74,10 @@ def test_a_render_secret_works_through_set_webhook_and_the_webhook(
     assert call.status == 200 and call.params["url"] == RENDER_URL + "/"
     token = call.params["secret_token"]
     assert TELEGRAM_SECRET_RULE.match(token)
-    assert render_secret not in result.stdout + result.stderr and token not in result.stdout + result.stderr
+    assert (
+        render_secret not in result.stdout + result.stderr
+        and token not in result.stdout + result.stderr
+    )
 
     # Telegram sends what setWebhook registered; the webhook accepts exactly that.
     update = load_update("description_en")
@@ -79,8 +91,12 @@ def test_a_render_secret_works_through_set_webhook_and_the_webhook(
 
 
 def test_set_webhook_without_a_url_outside_render_says_what_to_do(telegram: TelegramServer) -> None:
-    env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE": telegram.base_url,
-           "TELEGRAM_WEBHOOK_SECRET": RENDER_SECRET, "RENDER_EXTERNAL_URL": ""}
+    env = {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE": telegram.base_url,
+        "TELEGRAM_WEBHOOK_SECRET": RENDER_SECRET,
+        "RENDER_EXTERNAL_URL": "",
+    }
 
     result = manage({}, "set-webhook", **env)
 
@@ -105,11 +121,15 @@ def test_any_secret_becomes_a_token_telegram_accepts(secret: str) -> None:
         assert token != secret and len(token) == 43
 
 
-def test_the_runbook_runs_through_manage_sql_where_no_psql_is_installed(schema_env: dict[str, str], db: Database) -> None:
+def test_the_runbook_runs_through_manage_sql_where_no_psql_is_installed(
+    schema_env: dict[str, str], db: Database
+) -> None:
     db.execute("INSERT INTO jobs (chat_id, user_id, description) VALUES (1, 1, 'a cat')")
     schema = schema_env["DATABASE_SCHEMA"]
-    approve = (f"INSERT INTO {schema}.approval_statuses (job_id, approval_type, status, expires_at) "
-               "VALUES ('1', 'script', 'approved', now() + interval '1 day')")
+    approve = (
+        f"INSERT INTO {schema}.approval_statuses (job_id, approval_type, status, expires_at) "
+        "VALUES ('1', 'script', 'approved', now() + interval '1 day')"
+    )
 
     inserted = manage(schema_env, "sql", approve)
     seen = manage(schema_env, "sql", f"SELECT job_id, status FROM {schema}.approval_statuses")
@@ -118,4 +138,7 @@ def test_the_runbook_runs_through_manage_sql_where_no_psql_is_installed(schema_e
     assert (inserted.returncode, inserted.stdout.strip()) == (0, "(1 row)"), inserted.stderr
     assert seen.stdout.splitlines() == ["job_id  status", "1       approved", "(1 row)"]
     assert refused.returncode == 1
-    assert 'the database refused the statement: relation "no_such_table" does not exist' in refused.stderr
+    assert (
+        'the database refused the statement: relation "no_such_table" does not exist'
+        in refused.stderr
+    )

@@ -76,7 +76,11 @@ def test_every_project_error_has_one_root_and_one_kind(cls: type[Exception]) -> 
     assert sum(issubclass(cls, kind) for kind in KINDS) == 1
 
 
-@pytest.mark.parametrize(("cls", "code"), list(EXPECTED_CODES.items()), ids=lambda value: getattr(value, "__name__", str(value)))
+@pytest.mark.parametrize(
+    ("cls", "code"),
+    list(EXPECTED_CODES.items()),
+    ids=lambda value: getattr(value, "__name__", str(value)),
+)
 def test_each_kind_maps_to_its_exit_code(cls: type[Exception], code: int) -> None:
     assert exit_code(instance(cls)) == code
 
@@ -91,16 +95,24 @@ def test_jobs_stopped_are_neither_retried_nor_failed() -> None:
         assert not issubclass(cls, (TransientError, PermanentError))
 
 
-@pytest.mark.parametrize("exc", [pg8000.native.InterfaceError("gone"), ConnectionRefusedError(111, "refused"),
-                                 pg8000.native.DatabaseError({"C": "42P01", "M": "no relation"})])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        pg8000.native.InterfaceError("gone"),
+        ConnectionRefusedError(111, "refused"),
+        pg8000.native.DatabaseError({"C": "42P01", "M": "no relation"}),
+    ],
+)
 def test_database_errors_mean_the_command_cannot_run(exc: Exception) -> None:
     assert exit_code(exc) == EXIT_CANNOT_RUN
 
 
 def test_an_undefined_table_says_to_migrate() -> None:
     exc = pg8000.native.DatabaseError({"C": "42P01", "M": 'relation "jobs" does not exist'})
-    assert describe(exc) == ('error: the schema has no tables yet: run `python manage.py migrate` '
-                             '(relation "jobs" does not exist)')
+    assert describe(exc) == (
+        "error: the schema has no tables yet: run `python manage.py migrate` "
+        '(relation "jobs" does not exist)'
+    )
 
 
 @given(st.sampled_from(every_bot_error()), st.text())
@@ -116,8 +128,11 @@ def test_run_main_prints_one_line_and_the_mapped_code(cls: type[BotError], messa
         assert run_main(fails, prog="worker") == exit_code(exc)
     printed = "".join(lines)
     assert printed.endswith("\n") and printed.count("\n") == 1 and "\r" not in printed
-    assert printed.startswith("worker: configuration error: " if isinstance(exc, ConfigurationError)
-                              else "worker: error: ")
+    assert printed.startswith(
+        "worker: configuration error: "
+        if isinstance(exc, ConfigurationError)
+        else "worker: error: "
+    )
     assert "Traceback" not in printed
 
 
@@ -141,7 +156,9 @@ def test_run_main_passes_the_command_code_through_and_a_bug_up() -> None:
         (183, "Error opening output file", RenderRejected),
     ],
 )
-def test_render_failures_are_classified(returncode: int, log_tail: str, kind: type[BotError]) -> None:
+def test_render_failures_are_classified(
+    returncode: int, log_tail: str, kind: type[BotError]
+) -> None:
     error = _ffmpeg_failure(returncode, 900, log_tail)
     assert type(error) is kind and log_tail in str(error)
 

@@ -49,7 +49,10 @@ def make_client(
 
 def post_chat(client: HttpClient, server: OpenAIServer) -> int:
     response = client.request(
-        "POST", f"{server.start()}{PATH}", label=PATH, json_body=CHAT_BODY,
+        "POST",
+        f"{server.start()}{PATH}",
+        label=PATH,
+        json_body=CHAT_BODY,
         headers={"Authorization": f"Bearer {API_KEY}"},
     )
     return response.status_code
@@ -166,8 +169,9 @@ def test_the_time_budget_bounds_every_attempt() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(4)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/v1/x"
-        client = HttpClient(service="openai", timeout=30.0, total_timeout=0.5,
-                            policy=RetryPolicy(base_delay=0.1))
+        client = HttpClient(
+            service="openai", timeout=30.0, total_timeout=0.5, policy=RetryPolicy(base_delay=0.1)
+        )
         began = time.monotonic()
         with pytest.raises(TransientError, match="Timeout"):
             client.request("POST", url, label="/x", json_body={})

@@ -36,8 +36,12 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "functions.worker", *args], cwd=REPO_ROOT,
-            env=child_env(env), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [sys.executable, "-m", "functions.worker", *args],
+            cwd=REPO_ROOT,
+            env=child_env(env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.log: list[str] = []
         self._lines: stdqueue.Queue[tuple[float, str]] = stdqueue.Queue()
@@ -74,8 +78,9 @@ class WorkerProcess:
 
 
 def enqueue(db: dbmod.Database, description: str) -> int:
-    job_id, _ = queue.enqueue(db, chat_id=CHAT, user_id=CHAT, description=description,
-                              language="en")
+    job_id, _ = queue.enqueue(
+        db, chat_id=CHAT, user_id=CHAT, description=description, language="en"
+    )
     return job_id
 
 
@@ -111,8 +116,9 @@ def test_an_operators_insert_wakes_a_listening_cron_run_within_a_second(db, work
         worker.wait_for_line("worker tick done jobs=0")
         time.sleep(1.0)  # the operator types for a while: the run must still be listening
         decided_at = time.monotonic()
-        db.execute(OPERATOR_DECISION.format(schema=db.schema), j=str(job_id), g="script",
-                   s="approved")
+        db.execute(
+            OPERATOR_DECISION.format(schema=db.schema), j=str(job_id), g="script", s="approved"
+        )
         claimed_at = wait_until(lambda: job(db, job_id)["gate"] != "script")
         wait_until(lambda: job(db, job_id)["gate"] == "storyboard", timeout=30)
         assert worker.proc.poll() is None, "the run ended: it was not woken within its window"
@@ -120,8 +126,9 @@ def test_an_operators_insert_wakes_a_listening_cron_run_within_a_second(db, work
     assert telegram.calls_to("sendPhoto"), "no storyboard"
 
 
-def test_a_looping_worker_wakes_for_a_new_job_and_a_regenerate_not_at_its_poll(db, worker_env,
-                                                                               telegram):
+def test_a_looping_worker_wakes_for_a_new_job_and_a_regenerate_not_at_its_poll(
+    db, worker_env, telegram
+):
     with WorkerProcess(dict(worker_env, WORKER_POLL_SECONDS="60"), "--loop") as worker:
         worker.wait_for_line("worker tick done jobs=0")
         created_at = time.monotonic()
@@ -135,8 +142,9 @@ def test_a_looping_worker_wakes_for_a_new_job_and_a_regenerate_not_at_its_poll(d
             "INSERT INTO job_revisions (job_id, gate, kind) VALUES (:j, 'script', 'regenerate')",
             j=job_id,
         )
-        telegram.wait_for("sendMessage", lambda c: "reply_markup" in c.params and c is not first,
-                          timeout=10)
+        telegram.wait_for(
+            "sendMessage", lambda c: "reply_markup" in c.params and c is not first, timeout=10
+        )
         rescripted_at = time.monotonic()
     assert scripted_at - created_at < WAKE_WITHIN_S + 1, "the new job waited for the poll"
     assert rescripted_at - asked_at < WAKE_WITHIN_S + 1, "the regenerate waited for the poll"
@@ -190,8 +198,9 @@ def test_the_longest_schema_name_still_takes_an_operators_insert_and_wakes(pg_ur
     try:
         migrate(database)
         listener.listen(dbmod.wake_channel(schema))
-        database.execute(OPERATOR_DECISION.format(schema=schema), j="7", g="operator",
-                         s="cancelled")
+        database.execute(
+            OPERATOR_DECISION.format(schema=schema), j="7", g="operator", s="cancelled"
+        )
         assert listener.wait_for_notify(5) == ["7"]
     finally:
         listener.close()

@@ -24,7 +24,9 @@ from shared.providers.local_script import LocalScript
 from shared.providers.local_visuals import LocalVisuals
 from shared.providers.local_voice import LocalVoice
 
-RUSSIAN = "Байкал — самое глубокое озеро на планете. Зимой лёд становится прозрачным. Берегите Байкал!"
+RUSSIAN = (
+    "Байкал — самое глубокое озеро на планете. Зимой лёд становится прозрачным. Берегите Байкал!"
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +48,10 @@ def test_local_script_uses_the_description() -> None:
 
 @pytest.mark.parametrize(
     ("language", "text"),
-    [("ru", "Привет! Это проверка русского голоса."), ("en", "Hello! This is a test of the voice.")],
+    [
+        ("ru", "Привет! Это проверка русского голоса."),
+        ("en", "Hello! This is a test of the voice."),
+    ],
 )
 def test_voice_writes_real_speech(tmp_path: Path, language: str, text: str) -> None:
     out = tmp_path / "voice.wav"
@@ -61,7 +66,9 @@ def test_voice_writes_real_speech(tmp_path: Path, language: str, text: str) -> N
 def test_voice_length_follows_the_text(tmp_path: Path) -> None:
     voice = LocalVoice()
     short = voice.speak("Один.", "ru", tmp_path / "short.wav")
-    long = voice.speak("Один, два, три, четыре, пять, шесть, семь, восемь.", "ru", tmp_path / "long.wav")
+    long = voice.speak(
+        "Один, два, три, четыре, пять, шесть, семь, восемь.", "ru", tmp_path / "long.wav"
+    )
     assert long > short * 2
 
 
@@ -124,7 +131,10 @@ def test_visuals_are_deterministic_and_differ_per_scene(tmp_path: Path, plan) ->
 
 
 def test_regenerate_gives_a_new_take_of_the_same_narration(tmp_path: Path, plan) -> None:
-    first, second = LocalScript().write(RUSSIAN, "ru", 15), LocalScript().write(RUSSIAN, "ru", 15, variant=1)
+    first, second = (
+        LocalScript().write(RUSSIAN, "ru", 15),
+        LocalScript().write(RUSSIAN, "ru", 15, variant=1),
+    )
     assert [s.narration for s in second.scenes] == [s.narration for s in first.scenes]
     assert second.title != first.title
     LocalVisuals().draw(plan, 1, (360, 640), tmp_path / "take1.png")
@@ -153,7 +163,9 @@ def test_probe_reads_audio_and_video(tmp_path: Path) -> None:
 
 
 def test_caption_chunks_are_short_and_keep_every_word() -> None:
-    narration = "Сегодня Москва — огромный мегаполис с населением более двенадцати миллионов человек."
+    narration = (
+        "Сегодня Москва — огромный мегаполис с населением более двенадцати миллионов человек."
+    )
     chunks = caption_chunks(narration)
     assert " ".join(chunks) == narration
     assert all(len(chunk.split()) <= 4 for chunk in chunks)

@@ -21,7 +21,11 @@ WEBHOOK_SECRET = "operator-test-secret_42"
 
 def make_job(db: dbmod.Database, *, chat_id: int = 100, **columns: Any) -> int:
     """Insert a job with the given columns; SQL expressions go in as `raw_<column>`."""
-    raw = {name.removeprefix("raw_"): value for name, value in columns.items() if name.startswith("raw_")}
+    raw = {
+        name.removeprefix("raw_"): value
+        for name, value in columns.items()
+        if name.startswith("raw_")
+    }
     params = {"chat_id": chat_id, "user_id": chat_id, "description": "a cat on a skateboard"}
     params.update({name: value for name, value in columns.items() if not name.startswith("raw_")})
     names = list(params) + list(raw)
@@ -34,7 +38,11 @@ def make_waiting(
     db: dbmod.Database, gate: str = "script", deadline: str = "now() + interval '1 hour'"
 ) -> int:
     return make_job(
-        db, state="waiting", step=f"review_{gate}", gate=gate, raw_gate_deadline=deadline,
+        db,
+        state="waiting",
+        step=f"review_{gate}",
+        gate=gate,
+        raw_gate_deadline=deadline,
         checkpoints='{"script": {"text": "..."}}',
     )
 
@@ -86,7 +94,8 @@ def test_approve_needs_a_gate_when_the_job_is_not_waiting(schema_env, db):
     assert ahead.returncode == 0, ahead.stderr
     assert approvals(db, job_id) == [("storyboard", "approved")]
     expires_in = db.execute(
-        "SELECT expires_at - now()::timestamp FROM approval_statuses WHERE job_id = :id", id=str(job_id)
+        "SELECT expires_at - now()::timestamp FROM approval_statuses WHERE job_id = :id",
+        id=str(job_id),
     )[0][0]
     assert timedelta(hours=23) < expires_in <= timedelta(days=1)
     assert twice.returncode == 1
@@ -99,7 +108,9 @@ def test_cancel_of_an_active_job_goes_through_the_worker(schema_env, db, state):
     if state == "running":
         [running] = queue.claim(db, 5, LEASE)
     else:  # waiting out a retry's backoff: a cancel request makes it due at once
-        db.execute("UPDATE jobs SET run_at = now() + interval '10 minutes' WHERE id = :id", id=job_id)
+        db.execute(
+            "UPDATE jobs SET run_at = now() + interval '10 minutes' WHERE id = :id", id=job_id
+        )
 
     result = manage(schema_env, "cancel", str(job_id))
 
@@ -139,8 +150,13 @@ def test_cancel_of_a_finished_job_is_refused(schema_env, db):
 
 def test_retry_requeues_a_failed_job_where_it_stopped(schema_env, db):
     job_id = make_job(
-        db, state="failed", step="media", attempts=3, max_attempts=3,
-        last_error="openai images: 500 after 3 attempts", raw_finished_at="now()",
+        db,
+        state="failed",
+        step="media",
+        attempts=3,
+        max_attempts=3,
+        last_error="openai images: 500 after 3 attempts",
+        raw_finished_at="now()",
         checkpoints='{"script": {}, "review_script": {"approved": true}}',
     )
 
@@ -149,7 +165,12 @@ def test_retry_requeues_a_failed_job_where_it_stopped(schema_env, db):
     assert result.returncode == 0, result.stderr
     assert f"job {job_id}: queued again at step media" in result.stdout
     job = job_row(db, job_id)
-    assert (job["state"], job["step"], job["attempts"], job["finished_at"]) == ("queued", "media", 0, None)
+    assert (job["state"], job["step"], job["attempts"], job["finished_at"]) == (
+        "queued",
+        "media",
+        0,
+        None,
+    )
     [claimed] = queue.claim(db, 5, LEASE)
     assert (claimed.id, claimed.step, claimed.attempts) == (job_id, "media", 1)
     assert "review_script" in claimed.checkpoints
@@ -197,12 +218,17 @@ def test_an_unknown_job_is_a_clear_error(schema_env, command):
 
 def test_show_tells_the_whole_story_of_a_job(schema_env, db):
     job_id = make_job(
-        db, state="done", step="done", attempts=1, raw_finished_at="now()",
+        db,
+        state="done",
+        step="done",
+        attempts=1,
+        raw_finished_at="now()",
         checkpoints='{"script": {}, "review_script": {"approved": true}}',
     )
     db.execute(
         "INSERT INTO approval_statuses (job_id, approval_type, status, expires_at) "
-        "VALUES (:id, 'script', 'approved', now() + interval '1 day')", id=str(job_id),
+        "VALUES (:id, 'script', 'approved', now() + interval '1 day')",
+        id=str(job_id),
     )
     db.execute(
         "INSERT INTO job_events (job_id, event, step, attempt, detail) VALUES "
@@ -211,7 +237,8 @@ def test_show_tells_the_whole_story_of_a_job(schema_env, db):
     )
     db.execute(
         "INSERT INTO deliveries (job_id, state, telegram_message_id, sent_at) "
-        "VALUES (:id, 'sent', 77, now())", id=job_id,
+        "VALUES (:id, 'sent', 77, now())",
+        id=job_id,
     )
 
     result = manage(schema_env, "show", str(job_id))
@@ -228,11 +255,25 @@ def test_show_tells_the_whole_story_of_a_job(schema_env, db):
 
 
 def test_jobs_lists_and_filters(schema_env, db):
-    recent = make_job(db, chat_id=1, state="running", step="media", attempts=2,
-                      raw_lease_token="gen_random_uuid()", raw_lease_expires_at="now()")
-    old_failed = make_job(db, chat_id=2, state="failed", step="render", attempts=5,
-                          last_error="ffmpeg exited with status 1\nwhile rendering",
-                          raw_created_at="now() - interval '2 days'", raw_finished_at="now()")
+    recent = make_job(
+        db,
+        chat_id=1,
+        state="running",
+        step="media",
+        attempts=2,
+        raw_lease_token="gen_random_uuid()",
+        raw_lease_expires_at="now()",
+    )
+    old_failed = make_job(
+        db,
+        chat_id=2,
+        state="failed",
+        step="render",
+        attempts=5,
+        last_error="ffmpeg exited with status 1\nwhile rendering",
+        raw_created_at="now() - interval '2 days'",
+        raw_finished_at="now()",
+    )
 
     everything = manage(schema_env, "jobs")
     by_chat = manage(schema_env, "jobs", "--chat", "2")
@@ -241,7 +282,17 @@ def test_jobs_lists_and_filters(schema_env, db):
     none = manage(schema_env, "jobs", "--state", "waiting")
 
     lines = everything.stdout.splitlines()
-    assert lines[0].split() == ["ID", "STATE", "STEP", "GATE", "ATTEMPTS", "CHAT", "AGE", "LAST", "ERROR"]
+    assert lines[0].split() == [
+        "ID",
+        "STATE",
+        "STEP",
+        "GATE",
+        "ATTEMPTS",
+        "CHAT",
+        "AGE",
+        "LAST",
+        "ERROR",
+    ]
     assert lines[1].split()[:6] == [str(old_failed), "failed", "render", "-", "5/5", "2"]
     assert lines[1].split()[6] == "2d00h"
     assert lines[1].endswith("ffmpeg exited with status 1 while rendering")
@@ -255,8 +306,12 @@ def test_jobs_lists_and_filters(schema_env, db):
 def test_stats_reports_queue_health(schema_env, db):
     make_job(db, state="queued", raw_run_at="now() - interval '10 minutes'")
     make_job(db, state="queued", raw_run_at="now() + interval '1 hour'")
-    make_job(db, state="running", raw_lease_token="gen_random_uuid()",
-             raw_lease_expires_at="now() - interval '1 minute'")
+    make_job(
+        db,
+        state="running",
+        raw_lease_token="gen_random_uuid()",
+        raw_lease_expires_at="now() - interval '1 minute'",
+    )
     make_waiting(db, "script", deadline="now() - interval '1 minute'")
     make_waiting(db, "storyboard")
     make_job(db, state="done", raw_finished_at="now()")
@@ -266,8 +321,14 @@ def test_stats_reports_queue_health(schema_env, db):
     assert result.returncode == 0, result.stderr
     lines = [line.split() for line in result.stdout.splitlines()]
     counts = {line[0]: line[1] for line in lines if len(line) == 2 and line[1].isdigit()}
-    assert counts == {"queued": "2", "running": "1", "waiting": "2", "done": "1",
-                      "failed": "0", "cancelled": "0"}
+    assert counts == {
+        "queued": "2",
+        "running": "1",
+        "waiting": "2",
+        "done": "1",
+        "failed": "0",
+        "cancelled": "0",
+    }
     assert "oldest runnable job: 10m" in result.stdout
     assert "expired leases: 1" in result.stdout
     assert "waiting at a gate: 2 (1 past the deadline)" in result.stdout
@@ -286,7 +347,8 @@ def test_prune_deletes_old_finished_jobs_and_counts_them(schema_env, db):
     db.execute(
         "INSERT INTO approval_statuses (job_id, approval_type, status, expires_at) VALUES "
         "(:a, 'script', 'approved', now()), (:b, 'script', 'approved', now())",
-        a=str(old_done), b=str(recent_cancelled),
+        a=str(old_done),
+        b=str(recent_cancelled),
     )
     db.execute("INSERT INTO deliveries (job_id, state) VALUES (:id, 'sent')", id=old_done)
     db.execute(
@@ -304,7 +366,9 @@ def test_prune_deletes_old_finished_jobs_and_counts_them(schema_env, db):
     result = manage(schema_env, "prune", "--older-than", "30")
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "deleted: 2 jobs (2 events), 1 approval rows, 1 telegram updates"
+    assert (
+        result.stdout.strip() == "deleted: 2 jobs (2 events), 1 approval rows, 1 telegram updates"
+    )
     remaining = {row[0] for row in db.execute("SELECT id FROM jobs")}
     assert remaining == {recent_cancelled, old_but_active}
     assert db.execute("SELECT count(*) FROM deliveries")[0][0] == 0
@@ -341,8 +405,12 @@ def test_an_unreachable_database_exits_2_without_its_password(schema_env):
 
 
 def telegram_env(server: TelegramServer, **extra: str) -> dict[str, str]:
-    return {"TELEGRAM_BOT_TOKEN": server.token, "TELEGRAM_API_BASE": server.base_url,
-            "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET, **extra}
+    return {
+        "TELEGRAM_BOT_TOKEN": server.token,
+        "TELEGRAM_API_BASE": server.base_url,
+        "TELEGRAM_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        **extra,
+    }
 
 
 def test_set_webhook_registers_url_secret_and_update_types(telegram):
@@ -354,7 +422,9 @@ def test_set_webhook_registers_url_secret_and_update_types(telegram):
     assert f"webhook set to {url}" in result.stdout
     [call] = telegram.calls_to("setWebhook")
     assert call.params == {
-        "url": url, "secret_token": WEBHOOK_SECRET, "drop_pending_updates": True,
+        "url": url,
+        "secret_token": WEBHOOK_SECRET,
+        "drop_pending_updates": True,
         "allowed_updates": ["message", "callback_query", "my_chat_member"],
     }
     output = result.stdout + result.stderr
@@ -373,7 +443,9 @@ def test_webhook_info_shows_the_last_delivery_error(telegram):
     lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert lines["url"] == "https://127.0.0.1/telegram"
     assert lines["pending_update_count"] == "1"
-    assert lines["last_error_date"].startswith(error_date) and lines["last_error_date"].endswith(" UTC")
+    assert lines["last_error_date"].startswith(error_date) and lines["last_error_date"].endswith(
+        " UTC"
+    )
     assert lines["last_error_message"].startswith("Connection failed")
 
 
@@ -391,7 +463,12 @@ def test_delete_webhook(telegram):
 @pytest.mark.parametrize(
     ("url", "missing", "code", "message"),
     [
-        ("https://bot.example.com/", "TELEGRAM_WEBHOOK_SECRET", 2, "TELEGRAM_WEBHOOK_SECRET is not set"),
+        (
+            "https://bot.example.com/",
+            "TELEGRAM_WEBHOOK_SECRET",
+            2,
+            "TELEGRAM_WEBHOOK_SECRET is not set",
+        ),
         ("https://bot.example.com/", "TELEGRAM_BOT_TOKEN", 2, "TELEGRAM_BOT_TOKEN is not set"),
         ("http://bot.example.com/", None, 1, "the webhook URL must be https://"),
     ],
@@ -420,8 +497,14 @@ def test_a_usage_mistake_exits_1_with_argparse_help():
 
 @pytest.mark.parametrize(
     ("seconds", "shown"),
-    [(None, "-"), (-3, "0s"), (45, "45s"), (600, "10m"), (3 * 3600 + 300, "3h05m"),
-     (2 * 86400 + 4 * 3600, "2d04h")],
+    [
+        (None, "-"),
+        (-3, "0s"),
+        (45, "45s"),
+        (600, "10m"),
+        (3 * 3600 + 300, "3h05m"),
+        (2 * 86400 + 4 * 3600, "2d04h"),
+    ],
 )
 def test_format_age(seconds, shown):
     assert ops.format_age(seconds) == shown

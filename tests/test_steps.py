@@ -38,7 +38,7 @@ def test_following_next_from_any_step_ends_at_done_without_a_loop():
     for name in NAMES:
         path = chain(name)
         assert TABLE.next_step(path[-1]) == DONE, f"{name} loops: {path}"
-        assert path == NAMES[NAMES.index(name):]
+        assert path == NAMES[NAMES.index(name) :]
 
 
 def test_every_gate_is_opened_by_exactly_one_review_step_and_names_steps_that_exist():
@@ -68,7 +68,10 @@ def test_the_table_has_the_gates_approval_gates_may_name():
 def test_each_artifact_is_made_by_one_step_that_runs_before_any_step_that_reads_it():
     prefixes = [prefix for step in TABLE for prefix in step.makes]
     assert len(prefixes) == len(set(prefixes))
-    assert {TABLE.maker_of(prefix) for prefix in ("voice/", "image/", "out/")} == {"media", "render"}
+    assert {TABLE.maker_of(prefix) for prefix in ("voice/", "image/", "out/")} == {
+        "media",
+        "render",
+    }
     assert NAMES.index(TABLE.maker_of("image/")) < NAMES.index(TABLE.review_of("storyboard"))
 
 

@@ -46,7 +46,10 @@ def sleeps() -> list[float]:
 @pytest.fixture
 def client(server: TelegramServer, sleeps: list[float]) -> TelegramClient:
     return TelegramClient(
-        TOKEN, server.base_url, sleep=sleeps.append, timeout=5.0,
+        TOKEN,
+        server.base_url,
+        sleep=sleeps.append,
+        timeout=5.0,
         policy=RetryPolicy(max_attempts=3, base_delay=0.1, max_delay=10.0),
     )
 
@@ -103,9 +106,13 @@ def test_persistent_5xx_becomes_transient_error(
     assert len(server.calls_to("sendChatAction")) == 3
 
 
-@pytest.mark.parametrize("description", [
-    "Forbidden: bot was blocked by the user", "Forbidden: user is deactivated",
-])
+@pytest.mark.parametrize(
+    "description",
+    [
+        "Forbidden: bot was blocked by the user",
+        "Forbidden: user is deactivated",
+    ],
+)
 def test_blocked_user_raises_chat_blocked_without_retry(
     client: TelegramClient, server: TelegramServer, sleeps: list[float], description: str
 ) -> None:
@@ -129,8 +136,9 @@ def test_block_chat_blocks_every_later_send(
 
 
 def test_other_403_is_a_plain_final_error(client: TelegramClient, server: TelegramServer) -> None:
-    server.fail_next("sendMessage", 403,
-                     description="Forbidden: bot can't initiate conversation with a user")
+    server.fail_next(
+        "sendMessage", 403, description="Forbidden: bot can't initiate conversation with a user"
+    )
     with pytest.raises(TelegramError) as raised:
         client.send_message(CHAT, "hello")
     assert not isinstance(raised.value, ChatBlocked)
@@ -149,16 +157,20 @@ def test_wrong_token_is_401_and_the_token_stays_secret(
 
 def test_not_modified_edit_is_not_an_error(client: TelegramClient) -> None:
     sent = client.send_message(CHAT, "Script ready", reply_markup=KEYBOARD)
-    assert client.edit_message_text(CHAT, sent["message_id"], "Script ready",
-                                    reply_markup=KEYBOARD) is None
+    assert (
+        client.edit_message_text(CHAT, sent["message_id"], "Script ready", reply_markup=KEYBOARD)
+        is None
+    )
     edited = client.edit_message_text(CHAT, sent["message_id"], "Rendering…")
     assert edited["text"] == "Rendering…" and "reply_markup" not in edited
 
 
 def test_edit_reply_markup_and_caption(client: TelegramClient, photo: Path) -> None:
     sent = client.send_photo(CHAT, photo, caption="Storyboard", reply_markup=KEYBOARD)
-    assert client.edit_message_reply_markup(CHAT, sent["message_id"])["message_id"] == (
-        sent["message_id"])
+    assert (
+        client.edit_message_reply_markup(CHAT, sent["message_id"])["message_id"]
+        == (sent["message_id"])
+    )
     assert client.edit_message_reply_markup(CHAT, sent["message_id"]) is None
     edited = client.edit_message_caption(CHAT, sent["message_id"], "Approved")
     assert edited["caption"] == "Approved"
@@ -208,13 +220,13 @@ def test_send_photo_is_multipart_with_the_file(
 def test_send_video_sends_thumbnail_as_attachment(
     client: TelegramClient, server: TelegramServer, video: Path, photo: Path
 ) -> None:
-    message = client.send_video(CHAT, video, duration=29.6, width=720, height=1280,
-                                thumbnail=photo, caption="Done")
+    message = client.send_video(
+        CHAT, video, duration=29.6, width=720, height=1280, thumbnail=photo, caption="Done"
+    )
     call = server.wait_for("sendVideo")
     assert call.params["thumbnail"] == "attach://thumbnail"
     assert call.params["supports_streaming"] is True
-    assert (call.params["duration"], call.params["width"], call.params["height"]) == (
-        30, 720, 1280)
+    assert (call.params["duration"], call.params["width"], call.params["height"]) == (30, 720, 1280)
     filename, content = call.files["video"]
     assert (filename, content) == ("clip.mp4", video.read_bytes())
     assert call.files["thumbnail"].content == photo.read_bytes()
@@ -233,9 +245,7 @@ def test_multipart_upload_is_resent_whole_after_a_5xx(
     assert all(call.files["video"].content == video.read_bytes() for call in attempts)
 
 
-def test_video_over_the_upload_limit_is_413(
-    client: TelegramClient, tmp_path: Path
-) -> None:
+def test_video_over_the_upload_limit_is_413(client: TelegramClient, tmp_path: Path) -> None:
     big = tmp_path / "big.mp4"
     big.write_bytes(b"\x00" * (65 * 1024))
     with pytest.raises(TelegramError) as raised:
@@ -287,8 +297,9 @@ class WebhookReceiver(LocalServer):
         self.reply_body: dict | None = None
 
     def handle(self, request: Request) -> Reply:
-        self.received.append((json.loads(request.body),
-                              request.header("x-telegram-bot-api-secret-token")))
+        self.received.append(
+            (json.loads(request.body), request.header("x-telegram-bot-api-secret-token"))
+        )
         return Reply.json(self.status, self.reply_body or {})
 
 
@@ -331,8 +342,12 @@ def test_token_never_logged_even_on_connection_error(caplog: pytest.LogCaptureFi
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     sleeps: list[float] = []
-    client = TelegramClient(TOKEN, f"http://127.0.0.1:{closed_port}", sleep=sleeps.append,
-                            policy=RetryPolicy(max_attempts=2))
+    client = TelegramClient(
+        TOKEN,
+        f"http://127.0.0.1:{closed_port}",
+        sleep=sleeps.append,
+        policy=RetryPolicy(max_attempts=2),
+    )
     with pytest.raises(TransientError) as raised:
         client.send_message(CHAT, "hello")
     assert TOKEN not in str(raised.value) and "bot***" in str(raised.value)
@@ -368,12 +383,17 @@ def test_unknown_method_is_404(client: TelegramClient) -> None:
 
 def test_server_accepts_get_query_and_urlencoded_forms(server: TelegramServer) -> None:
     base = f"{server.base_url}/bot{TOKEN}"
-    by_query = requests.get(f"{base}/sendMessage", params={"chat_id": CHAT, "text": "hi"},
-                            timeout=5).json()
+    by_query = requests.get(
+        f"{base}/sendMessage", params={"chat_id": CHAT, "text": "hi"}, timeout=5
+    ).json()
     assert by_query["ok"] is True and by_query["result"]["text"] == "hi"
-    by_form = requests.post(f"{base}/sendMessage", timeout=5, data={
-        "chat_id": str(CHAT), "text": "pick", "reply_markup": json.dumps(KEYBOARD)}).json()
+    by_form = requests.post(
+        f"{base}/sendMessage",
+        timeout=5,
+        data={"chat_id": str(CHAT), "text": "pick", "reply_markup": json.dumps(KEYBOARD)},
+    ).json()
     assert by_form["result"]["reply_markup"] == KEYBOARD
-    not_json = requests.post(f"{base}/sendMessage", data="{", timeout=5,
-                             headers={"Content-Type": "application/json"})
+    not_json = requests.post(
+        f"{base}/sendMessage", data="{", timeout=5, headers={"Content-Type": "application/json"}
+    )
     assert not_json.status_code == 400 and not_json.json()["ok"] is False

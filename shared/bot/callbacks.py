@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 _DECISION_STATUS = {"approve": "approved", "cancel": "cancelled"}
 
 
-def on_callback(db: Database, settings: Settings, update_id: int, callback: dict[str, Any]) -> Reply:
+def on_callback(
+    db: Database, settings: Settings, update_id: int, callback: dict[str, Any]
+) -> Reply:
     callback_id = str_of(callback, "id")
     message = dict_of(callback, "message")
     user = dict_of(callback, "from")
@@ -60,8 +62,15 @@ def on_callback(db: Database, settings: Settings, update_id: int, callback: dict
             return NO_REPLY
         outcome = _resend(db, press, user_id) if resend else _decide(db, press, user_id, message_id)
     action = "resend" if resend else press.action
-    log.info("press update_id=%s chat=%s job=%s gate=%s action=%s outcome=%s",
-             update_id, chat_id, press.job_id, "-" if resend else press.gate, action, outcome)
+    log.info(
+        "press update_id=%s chat=%s job=%s gate=%s action=%s outcome=%s",
+        update_id,
+        chat_id,
+        press.job_id,
+        "-" if resend else press.gate,
+        action,
+        outcome,
+    )
     if outcome != "accepted":
         return answer(callback_id, t(outcome, language))
     edit = _decision_edit(message, chat_id, message_id, t(f"decided_{action}", language))
@@ -82,7 +91,11 @@ def _decide(db: Database, press: GatePress, user_id: int, message_id: int) -> st
         return "press_job_closed"
     if not gate_is_open(db, job, press.gate, message_id):
         decisions = db.one("gate_decisions", job_id=press.job_id, gate=press.gate)
-        return "press_already_decided" if decisions["decided"] or decisions["revision_pending"] else "press_expired"
+        return (
+            "press_already_decided"
+            if decisions["decided"] or decisions["revision_pending"]
+            else "press_expired"
+        )
     if press.action == "regenerate":
         written = queue.add_revision(db, press.job_id, press.gate, "regenerate", None)
     else:
@@ -109,7 +122,9 @@ def _resend(db: Database, press: ResendPress, user_id: int) -> str:
     return "resend_not_needed"
 
 
-def _decision_edit(message: dict[str, Any], chat_id: int, message_id: int, decision: str) -> MessageEdit:
+def _decision_edit(
+    message: dict[str, Any], chat_id: int, message_id: int, decision: str
+) -> MessageEdit:
     """The gate message with the decision appended and no buttons (a photo: its caption)."""
     is_caption = "photo" in message or ("caption" in message and "text" not in message)
     original = str_of(message, "caption" if is_caption else "text") or ""

@@ -13,7 +13,9 @@ from shared.db import Database
 log = logging.getLogger(__name__)
 
 
-def on_chat_member(db: Database, settings: Settings, update_id: int, member_update: dict[str, Any]) -> Reply:
+def on_chat_member(
+    db: Database, settings: Settings, update_id: int, member_update: dict[str, Any]
+) -> Reply:
     """Kicked: cancel the user's jobs and block the chat. A member again: unblock it."""
     sender = private_sender(dict_of(member_update, "chat"), dict_of(member_update, "from"))
     status = str_of(dict_of(member_update, "new_chat_member"), "status")
@@ -25,7 +27,12 @@ def on_chat_member(db: Database, settings: Settings, update_id: int, member_upda
         if status == "kicked":
             cancelled = queue.cancel_user_jobs(db, sender.user_id, "the user blocked the bot")
             queue.block_chat(db, sender.chat_id)
-            log.info("chat blocked update_id=%s chat=%s cancelled=%s", update_id, sender.chat_id, cancelled)
+            log.info(
+                "chat blocked update_id=%s chat=%s cancelled=%s",
+                update_id,
+                sender.chat_id,
+                cancelled,
+            )
         else:
             queue.unblock_chat(db, sender.chat_id)
             log.info("chat unblocked update_id=%s chat=%s", update_id, sender.chat_id)

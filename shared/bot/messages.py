@@ -41,7 +41,9 @@ def on_message(db: Database, settings: Settings, update_id: int, message: dict[s
         log.info("message ignored update_id=%s reason=not_private_human", update_id)
         return record_only(db, update_id, "message")
     if settings.allowed_user_ids and sender.user_id not in settings.allowed_user_ids:
-        log.info("message refused update_id=%s chat=%s reason=not_allowed", update_id, sender.chat_id)
+        log.info(
+            "message refused update_id=%s chat=%s reason=not_allowed", update_id, sender.chat_id
+        )
         return reply_if_new(db, update_id, sender, "not_allowed")
     text = str_of(message, "text")
     if text is None:
@@ -52,7 +54,12 @@ def on_message(db: Database, settings: Settings, update_id: int, message: dict[s
         return _on_command(db, settings, update_id, sender, command)
     reply_to = int_of(dict_of(message, "reply_to_message"), "message_id")
     if reply_to is not None:
-        job = db.one("job_for_gate_message", user_id=sender.user_id, chat_id=sender.chat_id, message_id=reply_to)
+        job = db.one(
+            "job_for_gate_message",
+            user_id=sender.user_id,
+            chat_id=sender.chat_id,
+            message_id=reply_to,
+        )
         if job is not None:
             return _on_script_edit(db, update_id, sender, job["id"], reply_to, text)
     return _on_description(db, settings, update_id, sender, text)
@@ -65,7 +72,9 @@ def _command(text: str) -> str | None:
     return match.group(1).lower() if match else None
 
 
-def _on_command(db: Database, settings: Settings, update_id: int, sender: Sender, command: str) -> Reply:
+def _on_command(
+    db: Database, settings: Settings, update_id: int, sender: Sender, command: str
+) -> Reply:
     max_chars = settings.max_description_chars
     if command == "start":
         return reply_if_new(db, update_id, sender, "welcome", max_chars=max_chars)
@@ -87,7 +96,9 @@ def _on_status(db: Database, update_id: int, sender: Sender) -> Reply:
         return send(sender, "status_none")
     lines = [t("status_header", sender.language)]
     lines += [_status_line(job, sender.language) for job in jobs]
-    return Reply(body={"method": "sendMessage", "chat_id": sender.chat_id, "text": "\n".join(lines)})
+    return Reply(
+        body={"method": "sendMessage", "chat_id": sender.chat_id, "text": "\n".join(lines)}
+    )
 
 
 def _status_line(job: dict[str, Any], language: str) -> str:
@@ -113,14 +124,20 @@ def _on_cancel(db: Database, update_id: int, sender: Sender) -> Reply:
     return send(sender, "cancelled_jobs", count=len(cancelled))
 
 
-def _on_description(db: Database, settings: Settings, update_id: int, sender: Sender, text: str) -> Reply:
+def _on_description(
+    db: Database, settings: Settings, update_id: int, sender: Sender, text: str
+) -> Reply:
     description = text.strip()
     if not description:
         return reply_if_new(db, update_id, sender, "description_empty")
     if len(description) > settings.max_description_chars:
         return reply_if_new(
-            db, update_id, sender, "description_too_long",
-            length=len(description), max_chars=settings.max_description_chars,
+            db,
+            update_id,
+            sender,
+            "description_too_long",
+            length=len(description),
+            max_chars=settings.max_description_chars,
         )
     outcome, job_id = queue.create_job_from_update(
         db,
@@ -133,7 +150,13 @@ def _on_description(db: Database, settings: Settings, update_id: int, sender: Se
         max_active=settings.max_active_jobs_per_user,
         max_per_day=settings.max_jobs_per_day,
     )
-    log.info("description update_id=%s chat=%s outcome=%s job=%s", update_id, sender.chat_id, outcome, job_id)
+    log.info(
+        "description update_id=%s chat=%s outcome=%s job=%s",
+        update_id,
+        sender.chat_id,
+        outcome,
+        job_id,
+    )
     if outcome == "duplicate":
         return NO_REPLY
     if outcome == "created":
@@ -143,7 +166,9 @@ def _on_description(db: Database, settings: Settings, update_id: int, sender: Se
     return send(sender, "daily_limit", limit=settings.max_jobs_per_day)
 
 
-def _on_script_edit(db: Database, update_id: int, sender: Sender, job_id: int, message_id: int, text: str) -> Reply:
+def _on_script_edit(
+    db: Database, update_id: int, sender: Sender, job_id: int, message_id: int, text: str
+) -> Reply:
     """A reply to the script gate message: the user's corrected script, for the worker."""
     script = text.strip()
     with db.transaction():

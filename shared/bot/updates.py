@@ -102,7 +102,13 @@ def private_sender(chat: dict[str, Any] | None, user: dict[str, Any] | None) -> 
 
 
 def send(sender: Sender, key: str, **fmt: Any) -> Reply:
-    return Reply(body={"method": "sendMessage", "chat_id": sender.chat_id, "text": t(key, sender.language, **fmt)})
+    return Reply(
+        body={
+            "method": "sendMessage",
+            "chat_id": sender.chat_id,
+            "text": t(key, sender.language, **fmt),
+        }
+    )
 
 
 def answer(callback_query_id: str, text: str, edit: MessageEdit | None = None) -> Reply:
@@ -153,7 +159,9 @@ def reply_if_new(db: Database, update_id: int, sender: Sender, key: str, **fmt: 
 def gate_is_open(db: Database, job: dict[str, Any], gate: str, message_id: int) -> bool:
     """The locked job waits at `gate` on this message, undecided, with no pending revision,
     in time."""
-    if not (job["state"] == "waiting" and job["gate"] == gate and job["gate_message_id"] == message_id):
+    if not (
+        job["state"] == "waiting" and job["gate"] == gate and job["gate_message_id"] == message_id
+    ):
         return False
     if job["gate_expired"]:
         return False

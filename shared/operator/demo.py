@@ -52,8 +52,15 @@ BAR_CELLS = 10
 CONTINUATION_INDENT = " " * 8
 EDIT_WAIT_SECONDS = 3.0
 HEALTH_TIMEOUT_SECONDS = 60.0
-ANSWER_ACTIONS = {"": "approve", "y": "approve", "yes": "approve", "r": "regenerate",
-           "regenerate": "regenerate", "c": "cancel", "cancel": "cancel"}
+ANSWER_ACTIONS = {
+    "": "approve",
+    "y": "approve",
+    "yes": "approve",
+    "r": "regenerate",
+    "regenerate": "regenerate",
+    "c": "cancel",
+    "cancel": "cancel",
+}
 
 
 StartWorker = Callable[[Settings], tuple[dbmod.Database, TelegramClient, Providers]]
@@ -183,7 +190,7 @@ class ChatPrinter:
             return
         before = self._shown_texts.get(message_id, "")
         self._shown_texts[message_id] = text
-        change = text[len(before):].strip() if before and text.startswith(before) else text
+        change = text[len(before) :].strip() if before and text.startswith(before) else text
         self.say(_indented(f"🤖 bot ✏️ edited its message: {change}"))
 
     def _show_photo(self, message: dict[str, Any]) -> None:
@@ -284,7 +291,9 @@ class WebhookServer:
             with urllib.request.urlopen(self.url + "healthz", timeout=HEALTH_TIMEOUT_SECONDS):
                 return
         except urllib.error.HTTPError as exc:
-            raise DemoError(f"the webhook is not healthy: HTTP {exc.code} {exc.read()[:200]!r}") from None
+            raise DemoError(
+                f"the webhook is not healthy: HTTP {exc.code} {exc.read()[:200]!r}"
+            ) from None
         except OSError as exc:
             raise DemoError(f"the webhook does not answer: {exc}") from None
 
@@ -318,8 +327,14 @@ class Worker:
 class Demo:
     """One demo run: the user's side of the chat, the worker's ticks, the presses at the gates."""
 
-    def __init__(self, options: DemoOptions, telegram_server: TelegramServer, worker: Worker,
-                 printer: ChatPrinter, user: DemoUser) -> None:
+    def __init__(
+        self,
+        options: DemoOptions,
+        telegram_server: TelegramServer,
+        worker: Worker,
+        printer: ChatPrinter,
+        user: DemoUser,
+    ) -> None:
         self._options = options
         self._server = telegram_server
         self._worker = worker
@@ -330,8 +345,9 @@ class Demo:
     def send(self, text: str) -> None:
         """The user writes `text`; it reaches the webhook as an update, like on Telegram."""
         self._printer.say(_indented(f"👤 you: {text}"))
-        self._server.push_message(self._user.user_id, text, first_name="Demo",
-                                  language_code=self._user.language)
+        self._server.push_message(
+            self._user.user_id, text, first_name="Demo", language_code=self._user.language
+        )
         self._check_delivered()
 
     def _check_delivered(self) -> None:
@@ -365,8 +381,12 @@ class Demo:
         button = _button_for(message, action)
         self._pressed_messages.add(message_id)
         self._printer.say(f"👤 you: pressed [{button['text']}]")
-        self._server.push_callback_query(self._user.user_id, message_id, button["callback_data"],
-                                         language_code=self._user.language)
+        self._server.push_callback_query(
+            self._user.user_id,
+            message_id,
+            button["callback_data"],
+            language_code=self._user.language,
+        )
         self._check_delivered()
         self._wait_for_decision_edit(message_id, "photo" in message)
 
@@ -442,8 +462,10 @@ def _report(job: dict[str, Any], video_path: Path | None, transcript_path: Path)
     if job["state"] == "done" and video_path is not None:
         info = probe(video_path)
         print(f"✅ video: {video_path}")
-        print(f"   {info.duration:.1f} s, {info.width}x{info.height} {info.video_codec}, "
-              f"{ops.format_bytes(video_path.stat().st_size)}")
+        print(
+            f"   {info.duration:.1f} s, {info.width}x{info.height} {info.video_codec}, "
+            f"{ops.format_bytes(video_path.stat().st_size)}"
+        )
         exit_code = 0
     else:
         reason = job["last_error"] or job["cancel_reason"] or "no video was delivered"
@@ -466,8 +488,10 @@ def run(options: DemoOptions, start_worker: StartWorker, run_tick: RunTick) -> i
     with TelegramServer(first_update_id=time.time_ns() // 1000) as telegram_server:
         telegram_server.on_call(printer.on_call)
         settings = _demo_settings(options, telegram_server)
-        print(f"Starting: {dbmod.describe(settings)}; Telegram Bot API stand-in at "
-              f"{telegram_server.base_url}")
+        print(
+            f"Starting: {dbmod.describe(settings)}; Telegram Bot API stand-in at "
+            f"{telegram_server.base_url}"
+        )
         database, client, providers = start_worker(settings)
         webhook = WebhookServer(create_app(settings))
         webhook.start()
@@ -479,8 +503,14 @@ def run(options: DemoOptions, start_worker: StartWorker, run_tick: RunTick) -> i
             database.close()
 
 
-def _converse(options: DemoOptions, settings: Settings, telegram_server: TelegramServer,
-              webhook: WebhookServer, worker: Worker, printer: ChatPrinter) -> int:
+def _converse(
+    options: DemoOptions,
+    settings: Settings,
+    telegram_server: TelegramServer,
+    webhook: WebhookServer,
+    worker: Worker,
+    printer: ChatPrinter,
+) -> int:
     """Register the webhook as an owner would, then chat until the job ends."""
     webhook.wait_until_healthy()
     worker.telegram.set_webhook(
@@ -496,8 +526,9 @@ def _converse(options: DemoOptions, settings: Settings, telegram_server: Telegra
     try:
         job = demo.run_job(job_id)
     except KeyboardInterrupt:
-        printer.say(f"interrupted: job {job_id} stays as it is "
-                    f"(python manage.py cancel {job_id} stops it)")
+        printer.say(
+            f"interrupted: job {job_id} stays as it is (python manage.py cancel {job_id} stops it)"
+        )
         return 1
     printer.finish()
     video_path, transcript_path = _save_results(

@@ -16,7 +16,9 @@ from typing import Any, Sequence
 from urllib.parse import urlsplit
 
 from shared import queue
-from shared.bot import WEBHOOK_UPDATES as WEBHOOK_UPDATES  # read as ops.WEBHOOK_UPDATES by manage.py, demo
+from shared.bot import (
+    WEBHOOK_UPDATES as WEBHOOK_UPDATES,
+)  # read as ops.WEBHOOK_UPDATES by manage.py, demo
 from shared.config import GATES
 from shared.db import Database
 from shared.errors import PermanentError
@@ -136,7 +138,9 @@ def cancel(db: Database, job_id: int, reason: str = OPERATOR_CANCEL_REASON) -> N
     except queue.Refused as exc:
         raise OperatorError(str(exc)) from None
     if not requested:
-        raise OperatorError(f"job {job_id} already has a cancel request; the next worker run acts on it")
+        raise OperatorError(
+            f"job {job_id} already has a cancel request; the next worker run acts on it"
+        )
     log.info("operator cancel requested job=%s", job_id)
 
 
@@ -172,8 +176,11 @@ def resend(db: Database, job_id: int) -> None:
 
 def _decision(db: Database, job_id: int, gate: str) -> str:
     return next(
-        (row["status"] for row in db.run("ops_job_approvals", id=job_id)
-         if row["approval_type"] == gate),
+        (
+            row["status"]
+            for row in db.run("ops_job_approvals", id=job_id)
+            if row["approval_type"] == gate
+        ),
         "unknown",
     )
 
@@ -270,7 +277,9 @@ def short(text: str | None, limit: int = ERROR_PREVIEW_CHARS) -> str:
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned columns separated by two spaces; the last column is not padded."""
-    cells = [list(headers)] + [["-" if value is None else str(value) for value in row] for row in rows]
+    cells = [list(headers)] + [
+        ["-" if value is None else str(value) for value in row] for row in rows
+    ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     lines = []
     for row in cells:
@@ -283,9 +292,14 @@ def jobs_table(jobs: list[dict[str, Any]]) -> str:
     headers = ("ID", "STATE", "STEP", "GATE", "ATTEMPTS", "CHAT", "AGE", "LAST ERROR")
     rows = [
         (
-            job["id"], job["state"], job["step"], job["gate"] or "-",
-            f"{job['attempts']}/{job['max_attempts']}", job["chat_id"],
-            format_age(job["age_seconds"]), short(job["last_error"]),
+            job["id"],
+            job["state"],
+            job["step"],
+            job["gate"] or "-",
+            f"{job['attempts']}/{job['max_attempts']}",
+            job["chat_id"],
+            format_age(job["age_seconds"]),
+            short(job["last_error"]),
         )
         for job in jobs
     ]

@@ -44,8 +44,12 @@ class UpdatePoller:
             try:
                 self.poll(timeout=POLL_TIMEOUT_SECONDS)
             except (TransientError, *DATABASE_ERRORS) as exc:
-                log.warning("poll failed error=%s retry_in_s=%s: %s", type(exc).__name__,
-                            self._settings.worker_poll_seconds, exc)
+                log.warning(
+                    "poll failed error=%s retry_in_s=%s: %s",
+                    type(exc).__name__,
+                    self._settings.worker_poll_seconds,
+                    exc,
+                )
                 self.close()
                 time.sleep(self._settings.worker_poll_seconds)
 

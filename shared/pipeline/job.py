@@ -125,13 +125,20 @@ class StatusMessage:
         job = self._ctx.job
         try:
             if job.status_message_id is None:
-                message_id = telegram.send_message(job.chat_id, text, best_effort=not force)["message_id"]
+                message_id = telegram.send_message(job.chat_id, text, best_effort=not force)[
+                    "message_id"
+                ]
             else:
                 message_id = job.status_message_id
                 telegram.edit_message_text(job.chat_id, message_id, text, best_effort=not force)
         except RateLimited as exc:
-            log.info("progress not shown job=%s chat=%s key=%s retry_after=%.1f",
-                     job.id, job.chat_id, key, exc.retry_after or 0.0)
+            log.info(
+                "progress not shown job=%s chat=%s key=%s retry_after=%.1f",
+                job.id,
+                job.chat_id,
+                key,
+                exc.retry_after or 0.0,
+            )
             return
         queue.set_status_message(self._ctx.db, job, message_id, text)
         self._last_edit = time.monotonic()

@@ -148,7 +148,8 @@ def _segment_lengths(durations: Sequence[float], gap: float, crossfade: float) -
     """Seconds of picture per scene so that the cross-fades centre on the voice boundaries."""
     last = len(durations) - 1
     return [
-        duration + gap
+        duration
+        + gap
         + (crossfade / 2 if index > 0 else 0.0)
         + (crossfade / 2 if index < last else 0.0)
         for index, duration in enumerate(durations)
@@ -190,8 +191,11 @@ def _decoded_stills(images: Sequence[Path], size: tuple[int, int], fps: int) -> 
         still = (
             ffmpeg.input(path, framerate=fps)
             .video.filter(
-                "scale", w=canvas_width, h=canvas_height,
-                force_original_aspect_ratio="increase", flags="lanczos",
+                "scale",
+                w=canvas_width,
+                h=canvas_height,
+                force_original_aspect_ratio="increase",
+                flags="lanczos",
             )
             .filter("crop", w=canvas_width, h=canvas_height)
             .filter("format", pix_fmts="yuv420p")
@@ -242,8 +246,11 @@ def _video_with_crossfades(
             head = _cut(copies[2], 0.0, crossfade)
             parts.append(
                 ffmpeg.filter(
-                    [previous_tail, head], "xfade",
-                    transition="fade", duration=f"{crossfade:.4f}", offset="0",
+                    [previous_tail, head],
+                    "xfade",
+                    transition="fade",
+                    duration=f"{crossfade:.4f}",
+                    offset="0",
                 )
             )
         parts.append(_cut(copies[0], body_start, body_end))
@@ -315,9 +322,12 @@ def run_ffmpeg(
 ) -> None:
     """Run ffmpeg with `-progress pipe:1` among `args`, calling `progress(done share)` at each
     report (every 0.5 s); its log goes to `log_path`. Kill it after `timeout_s`."""
-    with open(log_path, "wb") as log, subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
-    ) as process:
+    with (
+        open(log_path, "wb") as log,
+        subprocess.Popen(
+            args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
+        ) as process,
+    ):
         watchdog = threading.Timer(timeout_s, process.kill)
         watchdog.start()
         try:
@@ -353,8 +363,19 @@ def _make_thumbnail(video: Path, at_seconds: float, work_dir: Path, out_path: Pa
     frame_path = work_dir / "thumbnail_frame.png"
     subprocess.run(
         [
-            ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-ss", f"{at_seconds:.3f}", "-i", str(video), "-frames:v", "1", str(frame_path),
+            ffmpeg_exe(),
+            "-hide_banner",
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-y",
+            "-ss",
+            f"{at_seconds:.3f}",
+            "-i",
+            str(video),
+            "-frames:v",
+            "1",
+            str(frame_path),
         ],
         check=True,
         capture_output=True,
@@ -394,19 +415,31 @@ def render_video(
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     subtitles = write_ass(
-        plan.scenes, durations, size, work_dir / "captions.ass",
+        plan.scenes,
+        durations,
+        size,
+        work_dir / "captions.ass",
         gap_seconds=gap_seconds_for(durations),
     )
     total_seconds = sum(durations) + gap_seconds_for(durations) * len(durations)
 
     def encode(video_bitrate: int, attempt: int) -> int:
         args = build_render_command(
-            images, audios, durations, subtitles, out_path,
-            size=size, fps=fps, video_bitrate=video_bitrate,
+            images,
+            audios,
+            durations,
+            subtitles,
+            out_path,
+            size=size,
+            fps=fps,
+            video_bitrate=video_bitrate,
         )
         logger.info(
             "render started attempt=%d scenes=%d seconds=%.2f video_bitrate=%d",
-            attempt, len(images), total_seconds, video_bitrate,
+            attempt,
+            len(images),
+            total_seconds,
+            video_bitrate,
         )
         run_ffmpeg(args, total_seconds, work_dir / f"ffmpeg_{attempt}.log", progress)
         return out_path.stat().st_size
@@ -417,7 +450,9 @@ def render_video(
         bitrate = int(bitrate * max_bytes / size_bytes * RETRY_SHRINK)
         logger.warning(
             "render too large size_bytes=%d max_bytes=%d retry_video_bitrate=%d",
-            size_bytes, max_bytes, bitrate,
+            size_bytes,
+            max_bytes,
+            bitrate,
         )
         size_bytes = encode(bitrate, attempt=2)
         if size_bytes > max_bytes:
@@ -430,7 +465,10 @@ def render_video(
     )
     logger.info(
         "render finished path=%s seconds=%.2f size_bytes=%d wall_s=%.2f",
-        out_path, info.duration, size_bytes, time.monotonic() - started,
+        out_path,
+        info.duration,
+        size_bytes,
+        time.monotonic() - started,
     )
     return RenderResult(
         path=out_path,

@@ -19,13 +19,19 @@ log = logging.getLogger(__name__)
 
 def run_job(ctx: JobContext) -> None:
     job = ctx.job
-    log.info("job claimed job=%s step=%s attempt=%s chat=%s", job.id, job.step, job.attempts, job.chat_id)
+    log.info(
+        "job claimed job=%s step=%s attempt=%s chat=%s", job.id, job.step, job.attempts, job.chat_id
+    )
     try:
         if job.cancel_requested:
             at_gate = job.gate_decision == "cancelled"
-            raise CancelRequested(f"cancelled at the {job.prev_gate} gate" if at_gate else "cancel requested")
+            raise CancelRequested(
+                f"cancelled at the {job.prev_gate} gate" if at_gate else "cancel requested"
+            )
         if job.attempts > job.max_attempts:
-            raise PermanentError(f"gave up after {job.max_attempts} attempts (the worker kept dying)")
+            raise PermanentError(
+                f"gave up after {job.max_attempts} attempts (the worker kept dying)"
+            )
         if job.woke_from_gate and not _resolve_gate(ctx):
             return
         with Heartbeat(ctx.settings, job) as heartbeat:
@@ -63,7 +69,9 @@ def _resolve_gate(ctx: JobContext) -> bool:
     if revision is not None:
         queue.consume_revision(ctx.db, job, revision["id"])
         count = (job.checkpoints.get(TABLE.review_of(gate)) or {}).get("count", 0) + 1
-        log.info("gate revision job=%s gate=%s kind=%s count=%s", job.id, gate, revision["kind"], count)
+        log.info(
+            "gate revision job=%s gate=%s kind=%s count=%s", job.id, gate, revision["kind"], count
+        )
         ctx.checkpoint(
             {"kind": revision["kind"], "text": revision["text"], "count": count},
             TABLE.redo_of(gate),
@@ -94,13 +102,20 @@ def _cancel(ctx: JobContext, reason: str, notice: str) -> None:
         _notify(ctx, t(notice, ctx.language, job_id=ctx.job.id))
 
 
-def _fail(ctx: JobContext, exc: BaseException, *, permanent: bool, retry_after: float = 0.0) -> None:
+def _fail(
+    ctx: JobContext, exc: BaseException, *, permanent: bool, retry_after: float = 0.0
+) -> None:
     job = ctx.job
     error = f"{job.step}: {exc.__class__.__name__}: {exc}"
     try:
         state = queue.fail(
-            ctx.db, job, error, permanent=permanent, retry_after=retry_after,
-            base_delay=ctx.settings.retry_base_seconds, max_delay=ctx.settings.retry_max_seconds,
+            ctx.db,
+            job,
+            error,
+            permanent=permanent,
+            retry_after=retry_after,
+            base_delay=ctx.settings.retry_base_seconds,
+            max_delay=ctx.settings.retry_max_seconds,
         )
     except queue.LeaseLost:
         return

@@ -44,7 +44,13 @@ def _files(ctx: JobContext, prefix: str, count: int) -> dict[str, bytes] | None:
     if len(files) >= count:
         return files
     step = TABLE.maker_of(prefix)
-    log.warning("files missing job=%s step=%s found=%s rewind_to=%s", ctx.job.id, ctx.job.step, len(files), step)
+    log.warning(
+        "files missing job=%s step=%s found=%s rewind_to=%s",
+        ctx.job.id,
+        ctx.job.step,
+        len(files),
+        step,
+    )
     ctx.checkpoint({"rewound_to": step, "files_found": len(files)}, step)
     return None
 
@@ -116,7 +122,9 @@ def show_storyboard(ctx: JobContext, keyboard: dict) -> dict | None:
         images = _write_files(stills, Path(tmp))
         sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg")
         caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
-        return ctx.telegram.send_photo(ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard)
+        return ctx.telegram.send_photo(
+            ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard
+        )
 
 
 def step_media(ctx: JobContext) -> Next:
@@ -126,7 +134,11 @@ def step_media(ctx: JobContext) -> Next:
     plan = _plan(ctx)
     variant = _revision(ctx, "storyboard").get("count", 0)
     progress = ctx.job.checkpoints.get("media") or {}
-    drawn = set(progress.get("stills_drawn", [])) if progress.get("stills_variant") == variant else set()
+    drawn = (
+        set(progress.get("stills_drawn", []))
+        if progress.get("stills_variant") == variant
+        else set()
+    )
     made = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
     stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/")
     durations: list[float] = []
@@ -181,8 +193,14 @@ def step_render(ctx: JobContext) -> Next:
         images = _write_files(stills, work)
         ctx.status.show("progress_render", force=True, pct=0)
         result = render_video(
-            plan, images, audios, durations, work / "video.mp4",
-            size=(width, height), fps=ctx.settings.video_fps, work_dir=work,
+            plan,
+            images,
+            audios,
+            durations,
+            work / "video.mp4",
+            size=(width, height),
+            fps=ctx.settings.video_fps,
+            work_dir=work,
             progress=on_progress,
         )
         ctx.check()
@@ -190,8 +208,12 @@ def step_render(ctx: JobContext) -> Next:
         queue.save_artifact(ctx.db, ctx.job, "out/thumb.jpg", result.thumbnail.read_bytes())
     return _advance(
         ctx,
-        {"duration": result.duration, "width": result.width, "height": result.height,
-         "size_bytes": result.size_bytes},
+        {
+            "duration": result.duration,
+            "width": result.width,
+            "height": result.height,
+            "size_bytes": result.size_bytes,
+        },
     )
 
 
@@ -205,7 +227,9 @@ def step_deliver(ctx: JobContext) -> Next:
     state = delivery["state"] if delivery else None
     try:
         if state == "sending":  # the run that began this upload ended before its answer
-            queue.end_delivery(ctx.db, job, "unknown", "an earlier run ended while sending the video")
+            queue.end_delivery(
+                ctx.db, job, "unknown", "an earlier run ended while sending the video"
+            )
             state = "unknown"
         if state in (None, "failed", "resend"):
             files = _files(ctx, "out/", 2)
@@ -242,8 +266,11 @@ def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
         try:
             with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
                 message = ctx.telegram.send_video(
-                    job.chat_id, paths["out-video.mp4"],
-                    duration=video["duration"], width=video["width"], height=video["height"],
+                    job.chat_id,
+                    paths["out-video.mp4"],
+                    duration=video["duration"],
+                    width=video["width"],
+                    height=video["height"],
                     thumbnail=paths["out-thumb.jpg"],
                     caption=t("video_caption", ctx.language, title=_plan(ctx).title),
                 )
@@ -258,7 +285,9 @@ def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
                 raise TransientError(f"video not sent: {exc}") from None
             raise
     queue.finish_delivery(ctx.db, job, message["message_id"])
-    log.info("video delivered job=%s chat=%s message=%s", job.id, job.chat_id, message["message_id"])
+    log.info(
+        "video delivered job=%s chat=%s message=%s", job.id, job.chat_id, message["message_id"]
+    )
     return True
 
 
@@ -268,7 +297,8 @@ def _offer_resend(ctx: JobContext) -> None:
     job = ctx.job
     ctx.status.show("progress_unknown", force=True)
     ctx.telegram.send_message(
-        job.chat_id, t("delivery_unknown", ctx.language, job_id=job.id),
+        job.chat_id,
+        t("delivery_unknown", ctx.language, job_id=job.id),
         reply_markup=resend_keyboard(job.id, ctx.language),
     )
     queue.complete(ctx.db, job)
@@ -278,11 +308,19 @@ def _offer_resend(ctx: JobContext) -> None:
 
 TABLE = Table(
     Step("script", step_script, then="review_script"),
-    Step("review_script", step_review, then="media",
-         opens=Gate("script", redoes="script", show=show_script)),
+    Step(
+        "review_script",
+        step_review,
+        then="media",
+        opens=Gate("script", redoes="script", show=show_script),
+    ),
     Step("media", step_media, then="review_storyboard", makes=("voice/", "image/")),
-    Step("review_storyboard", step_review, then="render",
-         opens=Gate("storyboard", redoes="media", show=show_storyboard)),
+    Step(
+        "review_storyboard",
+        step_review,
+        then="render",
+        opens=Gate("storyboard", redoes="media", show=show_storyboard),
+    ),
     Step("render", step_render, then="deliver", makes=("out/",)),
     Step("deliver", step_deliver, then=DONE),
 )

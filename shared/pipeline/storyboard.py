@@ -53,9 +53,7 @@ def _draw_badge(
     draw.text((x + padding, y + padding // 2), label, font=font, fill=BADGE_TEXT)
 
 
-def make_storyboard(
-    images: list[Path], out_path: Path, *, labels: list[str] | None = None
-) -> Path:
+def make_storyboard(images: list[Path], out_path: Path, *, labels: list[str] | None = None) -> Path:
     """Write a grid of the `images`, numbered 1..n (and captioned with `labels`), to
     `out_path` (JPEG, or PNG if the suffix says so) within Telegram's photo limits."""
     if not images:

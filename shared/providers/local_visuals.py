@@ -26,13 +26,13 @@ class Palette:
 
 
 PALETTES = (
-    Palette((38, 20, 71), (200, 54, 96), (255, 140, 90), (255, 200, 87)),    # dusk
-    Palette((8, 32, 62), (17, 120, 140), (80, 220, 200), (250, 220, 120)),   # lagoon
+    Palette((38, 20, 71), (200, 54, 96), (255, 140, 90), (255, 200, 87)),  # dusk
+    Palette((8, 32, 62), (17, 120, 140), (80, 220, 200), (250, 220, 120)),  # lagoon
     Palette((20, 24, 38), (74, 52, 140), (140, 110, 255), (120, 230, 255)),  # night
-    Palette((60, 16, 30), (222, 90, 50), (255, 190, 80), (255, 240, 200)),   # ember
+    Palette((60, 16, 30), (222, 90, 50), (255, 190, 80), (255, 240, 200)),  # ember
     Palette((10, 48, 36), (46, 140, 90), (190, 230, 120), (255, 230, 140)),  # forest
     Palette((30, 34, 70), (220, 110, 160), (255, 180, 200), (255, 255, 255)),  # blossom
-    Palette((12, 18, 28), (40, 84, 130), (230, 140, 60), (255, 200, 120)),   # harbour
+    Palette((12, 18, 28), (40, 84, 130), (230, 140, 60), (255, 200, 120)),  # harbour
     Palette((44, 12, 64), (20, 120, 190), (240, 90, 200), (150, 250, 230)),  # neon
 )
 
@@ -186,9 +186,7 @@ class LocalVisuals:
         self, plan: ScenePlan, index: int, size: tuple[int, int], out_path: Path, variant: int = 0
     ) -> None:
         if not 0 <= index < len(plan.scenes):
-            raise ValueError(
-                f"scene index {index} is outside the plan's {len(plan.scenes)} scenes"
-            )
+            raise ValueError(f"scene index {index} is outside the plan's {len(plan.scenes)} scenes")
         width, height = size
         if width < 64 or height < 64:
             raise ValueError(f"picture size {width}x{height} is too small")

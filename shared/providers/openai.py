@@ -48,12 +48,18 @@ SCENE_PLAN_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "narration": {"type": "string",
-                                  "description": "What the voice-over says in this scene."},
-                    "on_screen_text": {"type": "string",
-                                       "description": "A short caption shown on screen."},
-                    "visual_prompt": {"type": "string",
-                                      "description": "An image-generation prompt, in English."},
+                    "narration": {
+                        "type": "string",
+                        "description": "What the voice-over says in this scene.",
+                    },
+                    "on_screen_text": {
+                        "type": "string",
+                        "description": "A short caption shown on screen.",
+                    },
+                    "visual_prompt": {
+                        "type": "string",
+                        "description": "An image-generation prompt, in English.",
+                    },
                     "duration": {"type": "number", "description": "Scene length in seconds."},
                 },
                 "required": ["narration", "on_screen_text", "visual_prompt", "duration"],
@@ -166,7 +172,11 @@ class OpenAIClient:
         """
         url = f"{self.base_url}{path}"
         response = self._http.request(
-            "POST", url, label=path, json_body=payload, timeout=timeout,
+            "POST",
+            url,
+            label=path,
+            json_body=payload,
+            timeout=timeout,
             headers={"Authorization": f"Bearer {self._api_key}"},
         )
         if response.ok:
@@ -176,13 +186,27 @@ class OpenAIClient:
         detail = self.snippet(error.message)
         owner_problem = _owner_problem(status, error, response, url, str(payload.get("model")))
         if owner_problem:
-            log.error("openai needs the owner path=%s status=%d code=%s message=%s",
-                      path, status, error.code or error.type, detail)
+            log.error(
+                "openai needs the owner path=%s status=%d code=%s message=%s",
+                path,
+                status,
+                error.code or error.type,
+                detail,
+            )
             raise OwnerActionNeeded(f"{owner_problem} (HTTP {status}: {detail})")
-        log.warning("openai request refused path=%s status=%d code=%s message=%s",
-                    path, status, error.code or error.type, detail)
-        raise RequestRefused(f"the API refused {path} (HTTP {status}): {detail}",
-                             status=status, detail=detail, param=error.param)
+        log.warning(
+            "openai request refused path=%s status=%d code=%s message=%s",
+            path,
+            status,
+            error.code or error.type,
+            detail,
+        )
+        raise RequestRefused(
+            f"the API refused {path} (HTTP {status}): {detail}",
+            status=status,
+            detail=detail,
+            param=error.param,
+        )
 
 
 def _is_quota(response: requests.Response, error: ApiError | None = None) -> bool:
@@ -202,19 +226,27 @@ def _owner_problem(
 ) -> str:
     """What the owner must fix when only they can fix it, else ""."""
     if _is_quota(response, error):
-        return (f"OpenAI says the account has no quota left ({error.code or error.type}): "
-                "add credit or change OPENAI_API_KEY")
+        return (
+            f"OpenAI says the account has no quota left ({error.code or error.type}): "
+            "add credit or change OPENAI_API_KEY"
+        )
     if status == 401:
         return f"the API key was rejected at {url}: check OPENAI_API_KEY"
     if status == 403:
-        return (f"the API key may not use {url} with model {model}: check OPENAI_API_KEY and "
-                "the model settings")
+        return (
+            f"the API key may not use {url} with model {model}: check OPENAI_API_KEY and "
+            "the model settings"
+        )
     if status == 404:
-        return (f"{url} or model {model} does not exist: check OPENAI_BASE_URL and the "
-                "OPENAI_*_MODEL settings")
+        return (
+            f"{url} or model {model} does not exist: check OPENAI_BASE_URL and the "
+            "OPENAI_*_MODEL settings"
+        )
     if status == 429 or status >= 500:  # retryable, yet not retried: the server said so
-        return (f"the API asked not to retry {url} (x-should-retry: false): check the "
-                "provider's status and the OPENAI_* settings")
+        return (
+            f"the API asked not to retry {url} (x-should-retry: false): check the "
+            "provider's status and the OPENAI_* settings"
+        )
     return ""
 
 
@@ -256,8 +288,12 @@ class OpenAIScript:
             except ValueError as exc:
                 problem = str(exc)
                 log.warning(
-                    "openai script unusable attempt=%d/%d model=%s mode=%s problem=%s "
-                    "content=%s", attempt, SCRIPT_ATTEMPTS, self._model, mode, problem,
+                    "openai script unusable attempt=%d/%d model=%s mode=%s problem=%s content=%s",
+                    attempt,
+                    SCRIPT_ATTEMPTS,
+                    self._model,
+                    mode,
+                    problem,
                     self._client.snippet(_content(response)),
                 )
         raise PermanentError(
@@ -271,15 +307,24 @@ class OpenAIScript:
         if index + 1 == len(SCRIPT_MODES) or not _refuses_response_format(refused):
             raise refused
         following = SCRIPT_MODES[index + 1]
-        log.warning("openai script mode refused model=%s mode=%s next=%s message=%s",
-                    self._model, mode, following, refused.detail)
+        log.warning(
+            "openai script mode refused model=%s mode=%s next=%s message=%s",
+            self._model,
+            mode,
+            following,
+            refused.detail,
+        )
         return following
 
     def _remember(self, mode: str) -> None:
         with self._modes_lock:
             if self._modes.get(self._key) != mode:
-                log.info("openai script mode chosen base_url=%s model=%s mode=%s",
-                         self._key[0], self._model, mode)
+                log.info(
+                    "openai script mode chosen base_url=%s model=%s mode=%s",
+                    self._key[0],
+                    self._model,
+                    mode,
+                )
                 self._modes[self._key] = mode
 
     def _request(
@@ -316,8 +361,7 @@ class OpenAIScript:
         if mode == "json_schema":
             payload["response_format"] = {
                 "type": "json_schema",
-                "json_schema": {"name": "scene_plan", "strict": True,
-                                "schema": SCENE_PLAN_SCHEMA},
+                "json_schema": {"name": "scene_plan", "strict": True, "schema": SCENE_PLAN_SCHEMA},
             }
         elif mode == "json_object":
             payload["response_format"] = {"type": "json_object"}
@@ -395,9 +439,15 @@ class OpenAIVoice:
 
     def speak(self, text: str, language: str, out_path: Path) -> float:
         """Write the narration to `out_path` as WAV and return its length in seconds."""
-        response = self._client.post("/audio/speech", {
-            "model": self._model, "voice": self._voice, "input": text, "response_format": "wav",
-        })
+        response = self._client.post(
+            "/audio/speech",
+            {
+                "model": self._model,
+                "voice": self._voice,
+                "input": text,
+                "response_format": "wav",
+            },
+        )
         return _save_wav(response.content, Path(out_path))
 
 
@@ -425,7 +475,7 @@ def _save_wav(audio: bytes, out_path: Path) -> float:
         writer.setnchannels(params.nchannels)
         writer.setsampwidth(params.sampwidth)
         writer.setframerate(params.framerate)
-        writer.writeframes(frames[:frame_count * frame_size])
+        writer.writeframes(frames[: frame_count * frame_size])
     return frame_count / params.framerate
 
 
@@ -451,8 +501,9 @@ class OpenAIVisuals:
             payload["response_format"] = "b64_json"
         # gpt-image-1 takes 30-60 s for one picture, longer than a chat answer may: one attempt
         # may use the whole budget of the call.
-        response = self._client.post("/images/generations", payload,
-                                     timeout=self._client.total_timeout)
+        response = self._client.post(
+            "/images/generations", payload, timeout=self._client.total_timeout
+        )
         _save_fitted_png(_decode_image(response), size, Path(out_path))
 
 
