@@ -378,3 +378,9 @@ def request_resend(db: Database, job_id: int, requested_by: str) -> bool:
     """Ask for a video whose delivery is unknown once more (the user's button, the operator's
     CLI); the worker sends it. False when there is nothing to resend."""
     return _function(db, "request_resend", job_id=job_id, requested_by=requested_by)["requested"]
+
+
+def prune_finished(db: Database, older_than_days: int) -> dict[str, int]:
+    """Delete jobs finished more than `older_than_days` ago (with their history, files and
+    decision rows) and old update-dedup records; return how many of each went."""
+    return db.run("prune_finished", days=older_than_days)[0]

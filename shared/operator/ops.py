@@ -204,7 +204,7 @@ def prune(db: Database, older_than_days: int, dry_run: bool = False) -> PruneCou
     if older_than_days < 1:
         raise OperatorError("--older-than must be at least 1 day")
     with db.transaction(dry_run=dry_run):
-        counts = PruneCounts(**db.run("ops_prune", days=older_than_days)[0])
+        counts = PruneCounts(**queue.prune_finished(db, older_than_days))
     log.info("prune days=%s dry_run=%s %s", older_than_days, dry_run, _key_values(counts))
     return counts
 

@@ -305,3 +305,25 @@ SELECT EXISTS (SELECT 1 FROM blocked_chats WHERE chat_id = :chat_id) AS blocked;
 
 -- name: get_job
 SELECT * FROM jobs WHERE id = :id;
+
+-- name: prune_finished
+-- Delete finished jobs (their events, artifacts, deliveries and revisions go by ON DELETE
+-- CASCADE), their decision rows, and old update-dedup records; return what went.
+WITH doomed AS (
+    DELETE FROM jobs
+    WHERE state IN ('done', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(days => :days::integer)
+    RETURNING id
+), approvals AS (
+    DELETE FROM approval_statuses
+    WHERE job_id IN (SELECT id::text FROM doomed)
+    RETURNING id
+), updates AS (
+    DELETE FROM telegram_updates
+    WHERE received_at < now() - make_interval(days => :days::integer)
+    RETURNING update_id
+)
+SELECT (SELECT count(*) FROM doomed) AS jobs,
+       (SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM doomed)) AS job_events,
+       (SELECT count(*) FROM approvals) AS approval_statuses,
+       (SELECT count(*) FROM updates) AS telegram_updates;
