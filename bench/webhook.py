@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from shared import db as dbmod
+from shared import queue
 from shared.config import REPO_ROOT, load_settings
 from shared.migrate import migrate
 
@@ -140,8 +141,8 @@ def ceiling(settings: Any, first: int, count: int) -> float:
     database = dbmod.connect(settings, "bench-ceiling")
     started = time.perf_counter()
     for number in range(first, first + count):
-        database.run(
-            "create_job_from_update",
+        queue.create_job_from_update(
+            database,
             update_id=number,
             chat_id=FIRST_USER_ID + number,
             user_id=FIRST_USER_ID + number,

@@ -50,6 +50,10 @@ class Settings:
     max_description_chars: int = 1000
     max_active_jobs_per_user: int = 1
     max_jobs_per_day: int = 10
+    max_concurrent_jobs: int = 5
+    rate_limit_per_minute: int = 5
+    rate_limit_per_hour: int = 20
+    owner_user_ids: frozenset[int] = field(default_factory=frozenset)
 
     approval_gates: tuple[str, ...] = GATES
     approval_ttl_hours: float = 24.0
@@ -67,6 +71,11 @@ class Settings:
     openai_tts_model: str = "gpt-4o-mini-tts"
     openai_tts_voice: str = "alloy"
     openai_image_model: str = "gpt-image-1"
+    openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    transcribe_provider: str = "local"
+    prices_file: Path | None = None
+    job_cost_limit_usd: float | None = None
+    daily_cost_limit_usd: float | None = None
     openai_timeout_seconds: float = 30.0
     openai_total_seconds: float = 90.0
 
@@ -138,14 +147,26 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
-def _user_ids(raw: str) -> frozenset[int]:
+def _optional_float(env: Mapping[str, str], name: str) -> float | None:
+    """A positive amount, or None when the variable is unset or empty (no limit)."""
+    if not env.get(name, "").strip():
+        return None
+    return _float(env, name, 0.0, minimum=0.0)
+
+
+def _path(env: Mapping[str, str], name: str) -> Path | None:
+    raw = env.get(name, "").strip()
+    return Path(raw).expanduser() if raw else None
+
+
+def _user_ids(raw: str, name: str = "ALLOWED_USER_IDS") -> frozenset[int]:
     ids = set()
     for part in raw.split(","):
         part = part.strip()
         if not part:
             continue
         if not part.lstrip("-").isdigit():
-            raise ConfigError(f"ALLOWED_USER_IDS must be comma-separated user ids; got {part!r}")
+            raise ConfigError(f"{name} must be comma-separated user ids; got {part!r}")
         ids.add(int(part))
     return frozenset(ids)
 
@@ -193,6 +214,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         max_description_chars=_int(env, "MAX_DESCRIPTION_CHARS", 1000, minimum=1),
         max_active_jobs_per_user=_int(env, "MAX_ACTIVE_JOBS_PER_USER", 1, minimum=1),
         max_jobs_per_day=_int(env, "MAX_JOBS_PER_DAY", 10, minimum=1),
+        max_concurrent_jobs=_int(env, "MAX_CONCURRENT_JOBS", 5, minimum=1),
+        rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 5, minimum=1),
+        rate_limit_per_hour=_int(env, "RATE_LIMIT_PER_HOUR", 20, minimum=1),
+        owner_user_ids=_user_ids(env.get("OWNER_USER_IDS", ""), "OWNER_USER_IDS"),
         approval_gates=_gates(env.get("APPROVAL_GATES")),
         approval_ttl_hours=_float(env, "APPROVAL_TTL_HOURS", 24.0, minimum=0.001),
         video_seconds=_int(env, "VIDEO_SECONDS", 30, minimum=5),
@@ -209,6 +234,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openai_tts_model=env.get("OPENAI_TTS_MODEL", "").strip() or "gpt-4o-mini-tts",
         openai_tts_voice=env.get("OPENAI_TTS_VOICE", "").strip() or "alloy",
         openai_image_model=env.get("OPENAI_IMAGE_MODEL", "").strip() or "gpt-image-1",
+        openai_transcribe_model=(
+            env.get("OPENAI_TRANSCRIBE_MODEL", "").strip() or "gpt-4o-mini-transcribe"
+        ),
+        transcribe_provider=_choice(env, "TRANSCRIBE_PROVIDER", "local", PROVIDER_NAMES),
+        prices_file=_path(env, "PRICES_FILE"),
+        job_cost_limit_usd=_optional_float(env, "JOB_COST_LIMIT_USD"),
+        daily_cost_limit_usd=_optional_float(env, "DAILY_COST_LIMIT_USD"),
         openai_timeout_seconds=_float(env, "OPENAI_TIMEOUT_SECONDS", 30.0, minimum=1.0),
         openai_total_seconds=_float(env, "OPENAI_TOTAL_SECONDS", 90.0, minimum=1.0),
         db_size_warn_mb=_int(env, "DB_SIZE_WARN_MB", 800, minimum=1),

@@ -107,10 +107,12 @@ def create_job_from_update(
     max_attempts: int,
     max_active: int,
     max_per_day: int,
+    voice_file_id: str | None = None,
 ) -> tuple[str, int | None]:
     """The bot's job for a description, in one statement with the update's record and the
     user's limits; return (outcome, job id). outcome: created, duplicate (a redelivered
-    update), too_many_active or daily_limit."""
+    update), too_many_active or daily_limit. A spoken description passes `voice_file_id` (its
+    text is filled in by the job's first step, `transcribe`)."""
     row = db.one(
         "create_job_from_update",
         update_id=update_id,
@@ -121,6 +123,7 @@ def create_job_from_update(
         max_attempts=max_attempts,
         max_active=max_active,
         max_per_day=max_per_day,
+        voice_file_id=voice_file_id,
     )
     assert row is not None, "create_job_from_update returns one row"
     return row["outcome"], row["job_id"]

@@ -23,7 +23,8 @@ WHERE idempotency_key = :idempotency_key AND NOT EXISTS (SELECT 1 FROM inserted)
 -- name: create_job_from_update
 -- The bot's job for a new description, in one statement: record the update (a redelivery stops
 -- here; telegram_updates is the bot's dedup record), unblock the chat (the user is talking to
--- the bot again), check the user's limits, insert the job. outcome: created | duplicate |
+-- the bot again), check the user's limits, insert the job (a spoken description, with the
+-- voice message's :voice_file_id, starts at the step `transcribe`). outcome: created | duplicate |
 -- too_many_active | daily_limit. The day is the UTC calendar day.
 WITH recorded AS (
     INSERT INTO telegram_updates (update_id, kind) VALUES (:update_id::bigint, 'message')
@@ -38,9 +39,10 @@ WITH recorded AS (
     FROM jobs
     WHERE user_id = :user_id::bigint
 ), inserted AS (
-    INSERT INTO jobs (chat_id, user_id, language, description, max_attempts)
+    INSERT INTO jobs (chat_id, user_id, language, description, max_attempts, voice_file_id, step)
     SELECT :chat_id::bigint, :user_id::bigint, :language::text, :description::text,
-           :max_attempts::integer
+           :max_attempts::integer, :voice_file_id::text,
+           CASE WHEN :voice_file_id::text IS NULL THEN 'script' ELSE 'transcribe' END
     FROM recorded, usage
     WHERE usage.active < :max_active::bigint AND usage.today < :max_per_day::bigint
     RETURNING id
