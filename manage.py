@@ -34,7 +34,8 @@ import pg8000.native
 
 from shared import db as dbmod
 from shared import queue
-from shared.config import GATES, VIDEO_FORMATS, ConfigError, Settings, load_settings
+from shared.config import GATE_ALIASES, GATES, VIDEO_FORMATS, ConfigError, Settings, load_settings
+from shared.costs import format_usd
 from shared.errors import ConfigurationError, Unavailable, run_main
 from shared.logs import setup_logging
 from shared.migrate import migrate
@@ -131,7 +132,35 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
             ),
         )
     )
+    print(_describe_costs(detail))
     return 0
+
+
+def _describe_costs(detail: ops.JobDetail) -> str:
+    """The time and the estimated cost of each step, and the job's totals."""
+    times = detail.times
+    rows = [
+        (
+            f"  {s['step']}",
+            s["runs"],
+            ops.format_age(s["seconds"]),
+            s["calls"],
+            format_usd(s["usd"]),
+            s["models"] or "-",
+        )
+        for s in detail.steps
+    ]
+    table = ops.format_table(("  STEP", "RUNS", "TIME", "CALLS", "COST", "MODELS"), rows)
+    return "\n".join(
+        [
+            "steps:" if rows else "steps: -",
+            *([table] if rows else []),
+            f"time: {ops.format_age(times['total_seconds'])} in all, "
+            f"{ops.format_age(times['work_seconds'])} working, "
+            f"{ops.format_age(times['deciding_seconds'])} waiting for decisions",
+            f"cost: {format_usd(times['usd'])} (estimated)",
+        ]
+    )
 
 
 def _describe_job(job: dict[str, Any]) -> str:
@@ -224,6 +253,11 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
         )
     )
     print(f"database size: {ops.format_bytes(stats.database_bytes)}")
+    costs = stats.costs
+    print(
+        f"cost today (UTC): {format_usd(costs['usd_today'])} in {costs['calls_today']} calls;"
+        f" in all: {format_usd(costs['usd_total'])} in {costs['calls_total']} calls (estimated)"
+    )
     return 0
 
 
@@ -417,7 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     approve = commands.add_parser("approve", help="approve a gate (default: where the job waits)")
     approve.add_argument("job", type=_job_id)
-    approve.add_argument("gate", nargs="?", choices=GATES)
+    approve.add_argument("gate", nargs="?", choices=[*GATES, *GATE_ALIASES])
     approve.set_defaults(run=cmd_approve)
 
     cancel = commands.add_parser("cancel", help="cancel an unfinished job")

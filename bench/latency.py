@@ -140,7 +140,7 @@ def time_decision(database: dbmod.Database, job_id: int) -> float:
     """Seconds from the decision on `job_id` to its claim; returns once the job waits again."""
     [[decided_at]] = database.execute(DECIDE, job_id=str(job_id))
     claimed = wait_for(lambda: database.execute(CLAIMED, j=job_id), f"job {job_id} claimed")
-    wait_for(lambda: waiting_at(database, [job_id], "storyboard"), f"job {job_id} parked")
+    wait_for(lambda: waiting_at(database, [job_id], "images"), f"job {job_id} parked")
     return (claimed[0][0] - decided_at).total_seconds()
 
 

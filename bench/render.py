@@ -256,7 +256,7 @@ def time_e2e() -> float:
             job_id, _ = queue.enqueue(
                 database, chat_id=1, user_id=1, description=BENCH_TEXT, language="ru"
             )
-            for gate in ("script", "storyboard"):
+            for gate in ("script", "images"):
                 run_tick(settings, database, client, providers)
                 ops.approve(database, job_id, gate)
             started = time.perf_counter()

@@ -151,6 +151,9 @@ def ceiling(settings: Any, first: int, count: int) -> float:
             max_attempts=settings.job_max_attempts,
             max_active=settings.max_active_jobs_per_user,
             max_per_day=settings.max_jobs_per_day,
+            per_minute=settings.rate_limit_per_minute,
+            per_hour=settings.rate_limit_per_hour,
+            max_running=settings.max_concurrent_jobs,
         )
     elapsed = time.perf_counter() - started
     database.close()

@@ -5,7 +5,10 @@ Routes (under `/v1`, so `start()` returns a base URL ending in `/v1`, like OPENA
   deterministically from the user's prompt; with `response_format.json_schema` the JSON follows
   that schema's fields;
 - POST /audio/speech: a real WAV (a syllable-like tone sequence, ~14 characters per second);
-- POST /images/generations: `b64_json` of a real PNG drawn with Pillow at the requested size.
+- POST /images/generations: `b64_json` of a real PNG drawn with Pillow at the requested size;
+- POST /audio/transcriptions (multipart): the transcript registered for the file's bytes with
+  `add_transcript` (none: nothing heard), as json, text, verbose_json, srt or vtt; the 25 MB
+  limit and the supported file formats as OpenAI answers them.
 Every route needs `Authorization: Bearer <api_key>` and answers errors with OpenAI's error body.
 Faults: `fail_next(path, status)`, `bad_json_next(n)`, `respond_next(path, ...)`, and `delay`
 (seconds every answer waits, to play a hung server).
@@ -35,7 +38,7 @@ from typing import Any, Callable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from localapi import LocalServer, Reply, Request
+from localapi import BadBody, LocalServer, Reply, Request, UploadedFile, parse_form
 
 DEFAULT_API_KEY = "sk-local-test-key"
 SPEECH_CHARS_PER_SECOND = 14.0
@@ -54,6 +57,10 @@ NOT_JSON_REPLY = "Sure! Here is a great plan for your video: first we show the"
 _SECONDS_RE = re.compile(r"(\d{1,3})\s*(?:seconds|second|secs|sec|s\b|секунд)", re.IGNORECASE)
 _LANGUAGE_RE = re.compile(r"\blanguage(?: code)?:\s*([a-z]{2})\b", re.IGNORECASE)
 _DEFAULT_SCENE_FIELDS = ("narration", "on_screen_text", "visual_prompt", "duration")
+MAX_TRANSCRIPTION_BYTES = 25 * 1024 * 1024
+TRANSCRIPTION_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
+TRANSCRIPTION_RESPONSES = ("json", "text", "srt", "verbose_json", "vtt")
+LANGUAGE_NAMES = {"en": "english", "ru": "russian", "de": "german", "ja": "japanese"}
 
 
 class OpenAIError(Exception):
@@ -249,7 +256,9 @@ class OpenAIServer(LocalServer):
             "/v1/chat/completions": self._chat_completions,
             "/v1/audio/speech": self._speech,
             "/v1/images/generations": self._images,
+            "/v1/audio/transcriptions": self._transcriptions,
         }
+        self._transcripts: dict[str, tuple[str, str]] = {}
 
     def start(self) -> str:
         """Start serving; return the API base URL (ending in `/v1`)."""
@@ -282,13 +291,19 @@ class OpenAIServer(LocalServer):
         with self._lock:
             self._bad_json_left += count
 
+    def add_transcript(self, audio: bytes, text: str, language: str = "en") -> None:
+        """What `/audio/transcriptions` hears in `audio` (by its bytes): `text`, spoken in
+        `language` (an ISO-639-1 code)."""
+        with self._lock:
+            self._transcripts[hashlib.sha256(audio).hexdigest()] = (text, language)
+
     # ---- HTTP entry point ---------------------------------------------------------------------
 
     def handle(self, request: Request) -> Reply:
         try:
             body = json.loads(request.body) if request.body else {}
         except ValueError:
-            body = None
+            body = _form_body(request)
         time.sleep(self.delay)
         reply = self._answer(request, body)
         with self._lock:
@@ -446,6 +461,104 @@ class OpenAIServer(LocalServer):
                 "data": [{"b64_json": base64.b64encode(png).decode("ascii")}],
             },
         )
+
+    # ---- transcriptions -----------------------------------------------------------------------
+
+    def _transcriptions(self, body: dict[str, Any]) -> Reply:
+        upload = body.get("file")
+        if not isinstance(upload, UploadedFile):
+            raise OpenAIError(
+                400,
+                "Missing required parameter: 'file'.",
+                param="file",
+                code="missing_required_parameter",
+            )
+        model = _required_str(body, "model")
+        if len(upload.content) > MAX_TRANSCRIPTION_BYTES:
+            raise OpenAIError(
+                413,
+                f"Maximum content size limit ({MAX_TRANSCRIPTION_BYTES}) exceeded "
+                f"({len(upload.content)} bytes read)",
+                error_type="server_error",
+            )
+        if upload.filename.rsplit(".", 1)[-1].lower() not in TRANSCRIPTION_FORMATS:
+            raise OpenAIError(
+                400,
+                f"Invalid file format. Supported formats: {list(TRANSCRIPTION_FORMATS)}",
+            )
+        response_format = str(body.get("response_format") or "json")
+        allowed = ("json", "text") if model.startswith("gpt-") else TRANSCRIPTION_RESPONSES
+        if response_format not in allowed:
+            raise OpenAIError(
+                400,
+                f"response_format '{response_format}' is not compatible with model '{model}'. "
+                f"Use {' or '.join(repr(name) for name in allowed)} instead.",
+                param="response_format",
+                code="unsupported_value",
+            )
+        hint = body.get("language")
+        if hint is not None and not re.fullmatch(r"[a-z]{2}", str(hint)):
+            raise OpenAIError(
+                400,
+                f"Invalid language '{hint}'. Language parameter must be specified in "
+                "ISO-639-1 format.",
+                param="language",
+                code="invalid_value",
+            )
+        with self._lock:
+            text, language = self._transcripts.get(
+                hashlib.sha256(upload.content).hexdigest(), ("", str(hint or "en"))
+            )
+        seconds = _audio_seconds(upload.content)
+        if response_format == "text":
+            return Reply(200, f"{text}\n".encode(), "text/plain; charset=utf-8")
+        if response_format in ("srt", "vtt"):
+            return Reply(200, _subtitles(text, seconds, response_format).encode(), "text/plain")
+        if response_format == "verbose_json":
+            segment = {"id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": f" {text}"}
+            return Reply.json(
+                200,
+                {
+                    "task": "transcribe",
+                    "language": LANGUAGE_NAMES.get(language, language),
+                    "duration": seconds,
+                    "text": text,
+                    "segments": [segment] if text else [],
+                    "usage": {"type": "duration", "seconds": math.ceil(seconds)},
+                },
+            )
+        return Reply.json(
+            200, {"text": text, "usage": {"type": "duration", "seconds": math.ceil(seconds)}}
+        )
+
+
+def _form_body(request: Request) -> dict[str, Any] | None:
+    """A multipart body as one dict: its fields, and its files as `UploadedFile`s; None when
+    the body is neither JSON nor a form."""
+    if not request.header("content-type").lower().startswith("multipart/form-data"):
+        return None
+    try:
+        fields, files = parse_form(request)
+    except BadBody:
+        return None
+    return {**fields, **files}
+
+
+def _audio_seconds(audio: bytes) -> float:
+    """The length of a WAV file; 0.0 for audio this server does not decode."""
+    try:
+        with wave.open(io.BytesIO(audio), "rb") as reader:
+            return round(reader.getnframes() / reader.getframerate(), 2)
+    except (wave.Error, EOFError):
+        return 0.0
+
+
+def _subtitles(text: str, seconds: float, kind: str) -> str:
+    """One cue holding the whole transcript, as SRT or WebVTT."""
+    end = f"00:00:{min(seconds, 59.999):06.3f}"
+    if kind == "vtt":
+        return f"WEBVTT\n\n00:00:00.000 --> {end}\n{text}\n"
+    return f"1\n00:00:00,000 --> {end.replace('.', ',')}\n{text}\n"
 
 
 def _full_path(path: str) -> str:

@@ -39,6 +39,16 @@ MAX_CAPTION_UNITS = 1024
 MAX_CALLBACK_DATA_BYTES = 64
 MAX_CALLBACK_ANSWER_CHARS = 200
 UPLOAD_LIMIT_BYTES = 50 * 1024 * 1024
+DOWNLOAD_LIMIT_BYTES = 20 * 1024 * 1024  # getFile: "bots can download files of up to 20MB"
+# Where Telegram keeps a user's file of each kind (the folder of its file_path), and the
+# extension it gives it.
+FILE_FOLDERS = {
+    "voice": ("voice", "oga"),
+    "audio": ("music", "mp3"),
+    "video_note": ("video_notes", "mp4"),
+    "video": ("videos", "mp4"),
+    "photo": ("photos", "jpg"),
+}
 WEBHOOK_TIMEOUT_SECONDS = 10.0
 CHAT_ACTIONS = frozenset(
     {
@@ -57,6 +67,7 @@ CHAT_ACTIONS = frozenset(
 )
 PARSE_MODES = frozenset({"HTML", "Markdown", "MarkdownV2"})
 _PATH_RE = re.compile(r"^/bot(?P<token>[^/]+)/(?P<method>[A-Za-z]+)$")
+_FILE_PATH_RE = re.compile(r"^/file/bot(?P<token>[^/]+)/(?P<path>.+)$")
 _SECRET_TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 _INT_FIELDS = (
     "chat_id",
@@ -190,6 +201,8 @@ class TelegramServer(LocalServer):
         self._messages: dict[tuple[int, int], dict[str, Any]] = {}
         self._last_message_id: dict[int, int] = defaultdict(int)
         self._files: dict[str, UploadedFile] = {}
+        self._file_kinds: dict[str, str] = {}
+        self._file_paths: dict[str, str] = {}
         self._file_numbers = itertools.count(1)
         self._updates: list[dict[str, Any]] = []
         self._next_update_id = first_update_id
@@ -211,6 +224,7 @@ class TelegramServer(LocalServer):
                 "setWebhook": self._set_webhook,
                 "deleteWebhook": self._delete_webhook,
                 "getWebhookInfo": self._get_webhook_info,
+                "getFile": self._get_file,
             }.items()
         }
 
@@ -435,9 +449,101 @@ class TelegramServer(LocalServer):
                     self._updates.pop(0)
             delivered += 1
 
+    # ---- files users send (spoken descriptions) ----------------------------------------------
+
+    def add_file(self, content: bytes, kind: str = "voice", filename: str | None = None) -> str:
+        """Keep a file a user sent (a voice message, an audio file, a video note); return its
+        file_id, for `push_voice` and `getFile`."""
+        folder, extension = FILE_FOLDERS[kind]
+        with self._lock:
+            number = next(self._file_numbers)
+            file_id = f"local-{kind}-{number}"
+            self._files[file_id] = UploadedFile(filename or f"{kind}.{extension}", content)
+            self._file_kinds[file_id] = kind
+        return file_id
+
+    def push_voice(
+        self,
+        chat_id: int,
+        file_id: str,
+        duration: int,
+        *,
+        kind: str = "voice",
+        file_size: int | None = None,
+        user_id: int | None = None,
+        language_code: str = "en",
+    ) -> dict[str, Any]:
+        """Queue a user's voice message (or `kind` "audio" or "video_note") carrying the file
+        `add_file` returned; `file_size` overrides the real size (Telegram may leave it out:
+        pass 0 to omit it)."""
+        with self._lock:
+            upload = self._files[file_id]
+            size = len(upload.content) if file_size is None else file_size
+            media: dict[str, Any] = {
+                "file_id": file_id,
+                "file_unique_id": f"u{file_id}",
+                "duration": duration,
+            }
+            if kind == "voice":
+                media["mime_type"] = "audio/ogg"
+            elif kind == "audio":
+                media.update(mime_type="audio/mpeg", file_name=upload.filename)
+            else:
+                media["length"] = 240
+            if size:
+                media["file_size"] = size
+            user = {
+                "id": user_id or chat_id,
+                "is_bot": False,
+                "first_name": "Tester",
+                "language_code": language_code,
+            }
+            message = self._new_message(chat_id, {"from": user, kind: media})
+        return self.push_update({"message": message})
+
+    def _get_file(self, params: dict[str, Any], files: dict[str, UploadedFile]) -> dict[str, Any]:
+        """The File object; the file_path stays valid for the server's life (an hour or more
+        on Telegram)."""
+        file_id = str(_required(params, "file_id"))
+        upload = self._files.get(file_id)
+        if upload is None:
+            raise ApiError(400, "Bad Request: invalid file_id")
+        if len(upload.content) > DOWNLOAD_LIMIT_BYTES:
+            raise ApiError(400, "Bad Request: file is too big")
+        if file_id not in self._file_paths.values():
+            folder, extension = FILE_FOLDERS[self._file_kinds.get(file_id, "photo")]
+            self._file_paths[f"{folder}/file_{next(self._file_numbers)}.{extension}"] = file_id
+        path = next(path for path, known in self._file_paths.items() if known == file_id)
+        return {
+            "file_id": file_id,
+            "file_unique_id": f"u{file_id}",
+            "file_size": len(upload.content),
+            "file_path": path,
+        }
+
+    def _download(self, token: str, path: str) -> Reply:
+        """GET /file/bot<token>/<file_path>: the bytes, or Telegram's 404 for anything else."""
+        params = {"file_path": path}
+        try:
+            self._raise_injected_fault("downloadFile", params)
+        except ApiError as error:
+            return self._record("downloadFile", params, {}, error.status, error.payload())
+        with self._lock:
+            file_id = self._file_paths.get(path) if token == self.token else None
+            content = self._files[file_id].content if file_id is not None else None
+        if content is None:
+            return self._record(
+                "downloadFile", params, {}, 404, ApiError(404, "Not Found").payload()
+            )
+        self._record("downloadFile", params, {}, 200, {"ok": True, "bytes": len(content)})
+        return Reply(200, content, "application/octet-stream")
+
     # ---- HTTP entry point ---------------------------------------------------------------------
 
     def handle(self, request: Request) -> Reply:
+        download = _FILE_PATH_RE.match(request.path)
+        if download is not None and request.method == "GET":
+            return self._download(download["token"], download["path"])
         match = _PATH_RE.match(request.path)
         if match is None:
             return Reply.json(404, ApiError(404, "Not Found").payload())

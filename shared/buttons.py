@@ -2,10 +2,11 @@
 
 A gate button's callback_data is `g:<job_id>:<gate>:<action>`, with action `a` (approve), `r`
 (regenerate) or `c` (cancel): at most 2 + 19 + 1 + 10 + 2 = 34 bytes, well under Telegram's 64.
-The "send again" button under a video whose delivery is unknown carries `d:<job_id>:s`. The data
-comes back from the user's client, so `parse_callback_data` trusts none of it: anything that is
-not exactly one of these shapes yields None, and the webhook still checks that the presser owns
-the job.
+A button sent before a gate was renamed carries its old name (`storyboard`), read as the new one
+(GATE_ALIASES). The "send again" button under a video whose delivery is unknown carries
+`d:<job_id>:s`. The data comes back from the user's client, so `parse_callback_data` trusts none
+of it: anything that is not exactly one of these shapes yields None, and the webhook still
+checks that the presser owns the job.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from shared.config import GATES
+from shared.config import GATE_ALIASES, GATES
 from shared.texts import t
 
 MAX_JOB_ID = 2**63 - 1
 ACTIONS = {"a": "approve", "r": "regenerate", "c": "cancel"}
 _CODES = {action: code for code, action in ACTIONS.items()}
-_CALLBACK_RE = re.compile(r"g:([1-9][0-9]{0,18}):(" + "|".join(GATES) + r"):([arc])")
+_CALLBACK_RE = re.compile(
+    r"g:([1-9][0-9]{0,18}):(" + "|".join((*GATES, *GATE_ALIASES)) + r"):([arc])"
+)
 _RESEND_RE = re.compile(r"d:([1-9][0-9]{0,18}):s")
 
 
@@ -68,7 +71,8 @@ def parse_callback_data(data: object) -> GatePress | ResendPress | None:
     job_id = int(match.group(1))
     if job_id > MAX_JOB_ID:
         return None
-    return GatePress(job_id=job_id, gate=match.group(2), action=ACTIONS[match.group(3)])
+    gate = GATE_ALIASES.get(match.group(2), match.group(2))
+    return GatePress(job_id=job_id, gate=gate, action=ACTIONS[match.group(3)])
 
 
 def gate_keyboard(job_id: int, gate: str, language: str) -> dict[str, Any]:

@@ -17,7 +17,9 @@ from typing import Mapping
 from shared.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GATES = ("script", "storyboard")
+GATES = ("script", "images")
+GATE_ALIASES = {"storyboard": "images"}
+"""Old gate names still honoured: in APPROVAL_GATES, in buttons already sent, in decision rows."""
 VIDEO_FORMATS = {"9:16": (720, 1280), "16:9": (1280, 720), "1:1": (1080, 1080)}
 PROVIDER_NAMES = ("local", "openai")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -174,7 +176,9 @@ def _user_ids(raw: str, name: str = "ALLOWED_USER_IDS") -> frozenset[int]:
 def _gates(raw: str | None) -> tuple[str, ...]:
     if raw is None:
         return GATES
-    names = tuple(name.strip() for name in raw.split(",") if name.strip())
+    names = tuple(
+        GATE_ALIASES.get(name.strip(), name.strip()) for name in raw.split(",") if name.strip()
+    )
     unknown = [name for name in names if name not in GATES]
     if unknown:
         raise ConfigError(

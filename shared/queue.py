@@ -96,6 +96,19 @@ def enqueue(
     return row["id"], row["created"]
 
 
+@dataclass(frozen=True)
+class NewJob:
+    """What became of a description: `outcome` is created, duplicate (a redelivered update),
+    too_many_active, daily_limit, rate_limit_hour or rate_limit_minute. `retry_after`: for a
+    rate limit, the seconds until the user may send another. `ahead`: for a created job that
+    cannot start at once because every generation slot is taken, the jobs in line before it."""
+
+    outcome: str
+    job_id: int | None
+    retry_after: int | None
+    ahead: int | None
+
+
 def create_job_from_update(
     db: Database,
     *,
@@ -107,31 +120,49 @@ def create_job_from_update(
     max_attempts: int,
     max_active: int,
     max_per_day: int,
+    per_minute: int,
+    per_hour: int,
+    max_running: int,
     voice_file_id: str | None = None,
-) -> tuple[str, int | None]:
-    """The bot's job for a description, in one statement with the update's record and the
-    user's limits; return (outcome, job id). outcome: created, duplicate (a redelivered
-    update), too_many_active or daily_limit. A spoken description passes `voice_file_id` (its
-    text is filled in by the job's first step, `transcribe`)."""
-    row = db.one(
-        "create_job_from_update",
-        update_id=update_id,
-        chat_id=chat_id,
-        user_id=user_id,
-        language=language,
-        description=description,
-        max_attempts=max_attempts,
-        max_active=max_active,
-        max_per_day=max_per_day,
-        voice_file_id=voice_file_id,
-    )
+) -> NewJob:
+    """The bot's job for a description, in one transaction with the update's record and the
+    user's limits (`max_active` unfinished, `max_per_day`, `per_minute` and `per_hour` new
+    jobs). The user's advisory lock, taken first, makes two descriptions sent at the same
+    instant take turns, so they cannot both pass a limit. A spoken description passes
+    `voice_file_id` (its text is filled in by the job's first step, `transcribe`)."""
+    with db.transaction():
+        db.run("lock_user_jobs", user_id=user_id)
+        row = db.one(
+            "create_job_from_update",
+            update_id=update_id,
+            chat_id=chat_id,
+            user_id=user_id,
+            language=language,
+            description=description,
+            max_attempts=max_attempts,
+            max_active=max_active,
+            max_per_day=max_per_day,
+            per_minute=per_minute,
+            per_hour=per_hour,
+            max_running=max_running,
+            voice_file_id=voice_file_id,
+        )
     assert row is not None, "create_job_from_update returns one row"
-    return row["outcome"], row["job_id"]
+    return NewJob(**row)
 
 
-def claim(db: Database, n: int, lease_seconds: float) -> list[ClaimedJob]:
-    """Lease up to `n` runnable jobs in one statement, then commit at once."""
-    rows = db.run("claim_jobs", n=n, lease_seconds=lease_seconds)
+def claim(
+    db: Database, n: int, lease_seconds: float, max_running: int | None = None
+) -> list[ClaimedJob]:
+    """Lease up to `n` runnable jobs in one statement, then commit at once. With `max_running`
+    (MAX_CONCURRENT_JOBS), no job starts work while that many run, in all workers: claims take
+    turns under an advisory lock, and a job over the cap stays in line, holding no lease."""
+    if max_running is None:
+        rows = db.run("claim_jobs", n=n, lease_seconds=lease_seconds, max_running=None)
+    else:
+        with db.transaction():
+            db.run("lock_claims")
+            rows = db.run("claim_jobs", n=n, lease_seconds=lease_seconds, max_running=max_running)
     return [ClaimedJob(**row) for row in rows]
 
 
@@ -387,3 +418,88 @@ def prune_finished(db: Database, older_than_days: int) -> dict[str, int]:
     """Delete jobs finished more than `older_than_days` ago (with their history, files and
     decision rows) and old update-dedup records; return how many of each went."""
     return db.run("prune_finished", days=older_than_days)[0]
+
+
+def voice_file_id(db: Database, job_id: int) -> str | None:
+    """The Telegram file of a spoken description (None for a typed one)."""
+    row = db.one("get_job", id=job_id)
+    return row["voice_file_id"] if row else None
+
+
+def set_description(db: Database, job: ClaimedJob, description: str) -> None:
+    """Store what the user said as the job's description."""
+    _fenced(
+        db.run("set_description", id=job.id, token=job.lease_token, description=description),
+        job,
+        "set description",
+    )
+    job.description = description
+
+
+# ---- time and cost (sql/008_costs.sql) ----------------------------------------------------------
+
+
+def begin_step_run(db: Database, job: ClaimedJob, providers: str) -> int:
+    """Record that `job.step` starts now, run with `providers`; return the run's id."""
+    row = _fenced(
+        db.run(
+            "begin_step_run",
+            id=job.id,
+            token=job.lease_token,
+            step=job.step,
+            attempt=job.attempts,
+            providers=providers,
+        ),
+        job,
+        f"begin step {job.step}",
+    )
+    return row["id"]
+
+
+def end_step_run(db: Database, run_id: int, outcome: str) -> None:
+    """Record that step run `run_id` ended now with `outcome` (see the statement)."""
+    db.run("end_step_run", run_id=run_id, outcome=outcome)
+
+
+def record_provider_call(
+    db: Database,
+    job: ClaimedJob,
+    kind: str,
+    provider: str,
+    model: str,
+    units: dict[str, float],
+    usd: float,
+) -> None:
+    """Record what a provider call of `job.step` consumed and its estimated price."""
+    _fenced(
+        db.run(
+            "record_provider_call",
+            id=job.id,
+            token=job.lease_token,
+            step=job.step,
+            kind=kind,
+            provider=provider,
+            model=model,
+            units=json.dumps(units),
+            usd=f"{usd:.6f}",
+        ),
+        job,
+        f"record {kind} call",
+    )
+
+
+def job_cost(db: Database, job_id: int) -> float:
+    """The estimated USD the job's provider calls cost so far."""
+    return db.one("job_cost", id=job_id)["usd"]
+
+
+def cost_today(db: Database) -> float:
+    """The estimated USD the bot's provider calls cost on the current UTC day."""
+    return db.one("cost_today")["usd"]
+
+
+def job_times(db: Database, job_id: int) -> dict[str, float]:
+    """The job's total_seconds, deciding_seconds (parked at gates), work_seconds and usd."""
+    row = db.one("job_times", id=job_id)
+    assert row is not None, f"job_times of job {job_id} returns one row"
+    return row

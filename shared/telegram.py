@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 MAX_TEXT_CHARS = 4096
 MAX_CAPTION_CHARS = 1024
 MAX_CALLBACK_ANSWER_CHARS = 200
+MAX_DOWNLOAD_BYTES = 20 * 1024 * 1024  # getFile's limit for bots on api.telegram.org
 ELLIPSIS = "…"
 _BLOCKED_DESCRIPTIONS = ("bot was blocked by the user", "user is deactivated")
 _NOT_MODIFIED = "message is not modified"
@@ -126,6 +127,7 @@ class TelegramClient:
         if not token:
             raise ValueError("a Telegram bot token is required")
         self._base = f"{api_base.rstrip('/')}/bot{token}"
+        self._file_base = f"{api_base.rstrip('/')}/file/bot{token}"
         self._sleep = sleep
         self._pauses = _pauses_of(self._base)
         session = session or requests.Session()
@@ -432,6 +434,26 @@ class TelegramClient:
 
     def get_webhook_info(self) -> dict[str, Any]:
         return self.call("getWebhookInfo")
+
+    # ---- files a user sent (a spoken description) -------------------------------------------
+
+    def get_file(self, file_id: str) -> dict[str, Any]:
+        """The File object (file_id, file_unique_id, file_size, file_path) of a file a user
+        sent; Telegram refuses files over MAX_DOWNLOAD_BYTES ("file is too big")."""
+        return self.call("getFile", file_id=file_id)
+
+    def download_file(self, file_path: str) -> bytes:
+        """The bytes at `file_path` (from `get_file`). The URL holds the token, so only the
+        path is ever logged; a 404 (an expired path) is a `TelegramError`."""
+        response = self._http.request(
+            "GET", f"{self._file_base}/{file_path}", label=f"file {file_path}"
+        )
+        if not response.ok:
+            raise TelegramError(
+                "download", response.status_code, self._http.redact(response.reason or "")
+            )
+        log.info("telegram file downloaded path=%s bytes=%d", file_path, len(response.content))
+        return response.content
 
 
 def _is_blocked(error_code: Any, description: str) -> bool:

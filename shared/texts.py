@@ -74,6 +74,18 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "📅 На сегодня лимит исчерпан: {limit} видео в день. Возвращайтесь завтра!",
         "en": "📅 You have reached today's limit of {limit} videos. Please come back tomorrow!",
     },
+    "rate_limit_minute": {
+        "ru": "⏱ Не больше {limit} видео в минуту. Отправьте описание снова через {wait}.",
+        "en": "⏱ At most {limit} videos a minute. Send your description again in {wait}.",
+    },
+    "rate_limit_hour": {
+        "ru": "⏱ Не больше {limit} видео в час. Отправьте описание снова через {wait}.",
+        "en": "⏱ At most {limit} videos an hour. Send your description again in {wait}.",
+    },
+    "in_line": {
+        "ru": "⏳ Сейчас заняты все места для генерации ({slots}). Перед вашим заданием в очереди: {ahead}.",
+        "en": "⏳ All {slots} generation slots are busy. Jobs in line ahead of yours: {ahead}.",
+    },
     "not_allowed": {
         "ru": "🔒 Извините, этот бот пока доступен только приглашённым пользователям.",
         "en": "🔒 Sorry, this bot is only open to invited users for now.",
@@ -117,7 +129,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "ждёт вашего одобрения сценария",
         "en": "waiting for you to approve the script",
     },
-    "state_waiting_storyboard": {
+    "state_waiting_images": {
         "ru": "ждёт вашего одобрения раскадровки",
         "en": "waiting for you to approve the storyboard",
     },
@@ -130,7 +142,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "рисую сцены и записываю озвучку",
         "en": "drawing scenes and recording the voice-over",
     },
-    "step_review_storyboard": {
+    "step_review_images": {
         "ru": "готовлю раскадровку к показу",
         "en": "preparing the storyboard for you",
     },
@@ -231,7 +243,7 @@ TEXTS: dict[str, dict[str, str]] = {
         "en": "⚠️ Could not {what}. Send the description again to retry.",
     },
     "failed_script": {"ru": "написать сценарий", "en": "write the script"},
-    "failed_storyboard": {"ru": "подготовить раскадровку", "en": "prepare the storyboard"},
+    "failed_images": {"ru": "подготовить раскадровку", "en": "prepare the storyboard"},
     "failed_media": {
         "ru": "записать озвучку и нарисовать сцены",
         "en": "record the voice-over and draw the scenes",
@@ -240,7 +252,98 @@ TEXTS: dict[str, dict[str, str]] = {
     "failed_deliver": {"ru": "отправить видео", "en": "send the video"},
     "failed_other": {"ru": "сделать видео", "en": "make the video"},
     "video_caption": {"ru": "🎬 «{title}»", "en": '🎬 "{title}"'},
+    # --- Spoken descriptions (voice, audio, video notes) ---
+    "voice_disabled": {
+        "ru": "🎙 Голосовые описания сейчас не распознаются. Пожалуйста, напишите описание "
+        "текстом или попросите владельца бота включить распознавание голоса.",
+        "en": "🎙 I can't listen to voice descriptions right now. Please type it, or ask the "
+        "bot's owner to enable voice.",
+    },
+    "voice_too_big": {
+        "ru": "Файл слишком большой ({size_mb} МБ): я могу скачать не больше {limit_mb} МБ. "
+        "Запишите сообщение покороче или напишите описание текстом.",
+        "en": "That file is too big ({size_mb} MB): I can download at most {limit_mb} MB. "
+        "Record a shorter message, or type the description.",
+    },
+    "voice_accepted": {
+        "ru": "🎙 Принято! Задание #{job_id}: распознаю голос и пришлю сценарий на одобрение.",
+        "en": "🎙 Got it! Job #{job_id}: I'll transcribe your message and send you the script "
+        "to approve.",
+    },
+    "voice_heard": {"ru": "🎙 Я услышал: «{text}»", "en": '🎙 I heard: "{text}"'},
+    "voice_empty": {
+        "ru": "🎙 Задание #{job_id}: я не расслышал ни слова. Запишите сообщение ещё раз или "
+        "напишите описание текстом.",
+        "en": "🎙 Job #{job_id}: I couldn't hear any words. Record the message again, or type "
+        "the description.",
+    },
+    "voice_too_long": {
+        "ru": "🎙 Задание #{job_id}: описание получилось слишком длинным ({length} символов, "
+        "можно не больше {max_chars}). Запишите покороче или напишите текстом.",
+        "en": "🎙 Job #{job_id}: the description came out too long ({length} characters, the "
+        "limit is {max_chars}). Record a shorter one, or type it.",
+    },
+    "voice_language": {
+        "ru": "🎙 Задание #{job_id}: я понимаю только русский и английский, а это, похоже, "
+        "другой язык. Запишите сообщение по-русски или по-английски.",
+        "en": "🎙 Job #{job_id}: I only understand Russian and English, and this seems to be "
+        "another language. Record the message in English or Russian.",
+    },
+    "progress_transcribe": {
+        "ru": "🎙 Распознаю голосовое сообщение…",
+        "en": "🎙 Transcribing your voice message…",
+    },
+    "step_transcribe": {"ru": "распознаю голос", "en": "transcribing your voice"},
+    "failed_transcribe": {"ru": "распознать голосовое сообщение", "en": "transcribe your message"},
 }
+
+
+# --- Time and cost (shared/costs.py) ---
+TEXTS.update(
+    {
+        "job_estimate": {
+            "ru": "⏱ Примерно {minutes} мин работы, плюс время на ваши одобрения.",
+            "en": "⏱ About {minutes} min of work, plus the time you take to approve.",
+        },
+        "video_times": {
+            "ru": "⏱ Всего {total}, из них {deciding} — ожидание ваших решений",
+            "en": "⏱ {total} in all, {deciding} of it waiting for your decisions",
+        },
+        "cost_limit_job": {
+            "ru": (
+                "💸 Задание #{job_id} остановлено: это видео обошлось бы дороже, чем "
+                "разрешил владелец бота."
+            ),
+            "en": ("💸 Job #{job_id} stopped: this video would cost more than the owner allows."),
+        },
+        "cost_limit_day": {
+            "ru": (
+                "💸 Задание #{job_id} остановлено: бот исчерпал дневной бюджет, который "
+                "разрешил владелец. Попробуйте завтра."
+            ),
+            "en": (
+                "💸 Job #{job_id} stopped: the bot has spent all the owner allows for today. "
+                "Try again tomorrow."
+            ),
+        },
+        "status_spent": {"ru": "{line} (⏱ {work}, 💵 {usd})", "en": "{line} (⏱ {work}, 💵 {usd})"},
+        "owner_stats": {
+            "ru": (
+                "📊 Задания: {states}\n💵 Сегодня (UTC): {usd_today}, вызовов: {calls_today}\n"
+                "⏳ Дольше всех ждёт: {oldest}\n🗄 База данных: {size}"
+            ),
+            "en": (
+                "📊 Jobs: {states}\n💵 Today (UTC): {usd_today} in {calls_today} calls\n"
+                "⏳ Waiting longest: {oldest}\n🗄 Database: {size}"
+            ),
+        },
+        "owner_stats_waiting": {
+            "ru": "#{job_id} у шага «{gate}», {age}",
+            "en": "#{job_id} at the {gate} gate for {age}",
+        },
+        "owner_stats_none": {"ru": "нет", "en": "none"},
+    }
+)
 
 
 def language_for(language_code: object) -> str:
@@ -277,3 +380,14 @@ def failure_notice(step: str, language: str) -> str:
 def step_name(step: str, language: str) -> str:
     """A job step in words, for /status."""
     return t(f"step_{step}" if f"step_{step}" in TEXTS else "step_other", language)
+
+
+def format_duration(seconds: float, language: str) -> str:
+    """'45 s', '3 min 05 s', '2 h 04 min' (in Russian: с, мин, ч)."""
+    whole = max(0, round(seconds))
+    sec, minute, hour = ("с", "мин", "ч") if language_for(language) == "ru" else ("s", "min", "h")
+    if whole < 60:
+        return f"{whole} {sec}"
+    if whole < 3600:
+        return f"{whole // 60} {minute} {whole % 60:02d} {sec}"
+    return f"{whole // 3600} {hour} {whole % 3600 // 60:02d} {minute}"

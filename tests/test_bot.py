@@ -310,14 +310,15 @@ def test_cancel_press_writes_a_cancelled_row(client: FlaskClient, db: Database) 
     assert queue.claim(db, 1, 60)[0].cancel_requested
 
 
-def test_storyboard_approval_edits_the_photo_caption(
+def test_an_old_storyboard_button_approves_the_images_gate_and_edits_the_photo_caption(
     client: FlaskClient, db: Database, telegram: TelegramServer
 ) -> None:
+    """The photo's buttons were sent before the gate was renamed: g:1:storyboard:a."""
     reply_of(client, load_update("description_en"))
-    park_at_gate(db, "storyboard", 502)
+    park_at_gate(db, "images", 502)
     reply = reply_of(client, load_update("callback_storyboard_photo"))
     assert reply["text"] == "✅ Approved — working on it"
-    assert approvals(db) == [["1", "storyboard", "approved"]]
+    assert approvals(db) == [["1", "images", "approved"]]
     edit = telegram.wait_for("editMessageCaption")
     assert edit.params["caption"].endswith("✅ Approved")
     assert edit.params["message_id"] == 502
@@ -394,3 +395,51 @@ def test_worker_texts_read_as_the_user_sees_them() -> None:
     assert failure_notice("mystery", "ru").startswith("⚠️ Не удалось сделать видео")
     assert t("progress_images", "en", pct=40) == "🎨 Drawing scenes… 40%"
     assert t("progress_done", "de") == "✅ Done"
+
+
+# ---- time and cost: /stats for the owner, /status with costs --------------------------------
+
+
+@pytest.fixture
+def owner_client(webhook_env: dict[str, str]) -> Any:
+    """A webhook whose OWNER_USER_IDS names USER_ID."""
+    from shared.config import load_settings
+    from shared.webhook import create_app, webhook_of
+
+    app = create_app(load_settings({**webhook_env, "OWNER_USER_IDS": str(USER_ID)}))
+    yield app.test_client()
+    webhook_of(app).close()
+
+
+def test_stats_is_the_owners_alone(
+    client: FlaskClient, owner_client: FlaskClient, db: Database, clock: DatabaseClock
+) -> None:
+    refused = reply_of(client, text_message("/stats", 31001))["text"]
+    assert refused.startswith("I don't know that command")
+    reply_of(owner_client, text_message("A fox in the snow.", 31002))
+    park_at_gate(db, "script", message_id=77)
+    clock.advance(600)
+    stats = reply_of(owner_client, text_message("/stats@VideoBot", 31003))["text"]
+    assert "📊 Jobs: waiting 1" in stats
+    assert "Today (UTC): $0 in 0 calls" in stats
+    assert "Waiting longest: #1 at the script gate for 10 min 00 s" in stats
+    assert "🗄 Database: " in stats and " MB" in stats
+    assert post(owner_client, text_message("/stats", 31003)).get_json() == {}  # redelivery
+
+
+def test_status_shows_each_jobs_time_and_cost(
+    client: FlaskClient, db: Database, clock: DatabaseClock
+) -> None:
+    reply_of(client, text_message("Sunrise over the sea", 31101))
+    [job] = queue.claim(db, 1, lease_seconds=60)
+    run = queue.begin_step_run(db, job, "openai/local/local")
+    queue.record_provider_call(
+        db, job, "script", "openai", "gpt-4o-mini", {"input_tokens": 9}, 0.0123
+    )
+    clock.advance(65)
+    queue.end_step_run(db, run, "continue")
+    status = reply_of(client, load_update("command_status", 31102))["text"]
+    assert (
+        '#1 "Sunrise over the sea" — in progress: writing the script (⏱ 1 min 05 s, 💵 $0.01)'
+        in status
+    )

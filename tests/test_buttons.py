@@ -71,11 +71,11 @@ def test_malformed_data_is_refused(data: str) -> None:
     ],
 )
 def test_gate_keyboard_has_three_buttons_for_the_job(language: str, texts: list[str]) -> None:
-    keyboard = gate_keyboard(42, "storyboard", language)
+    keyboard = gate_keyboard(42, "images", language)
     buttons = [button for row in keyboard["inline_keyboard"] for button in row]
     assert [button["text"] for button in buttons] == texts
     assert [parse_callback_data(button["callback_data"]) for button in buttons] == [
-        GatePress(42, "storyboard", action) for action in ("approve", "regenerate", "cancel")
+        GatePress(42, "images", action) for action in ("approve", "regenerate", "cancel")
     ]
 
 

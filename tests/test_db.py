@@ -116,7 +116,8 @@ def test_bad_settings_name_the_variable(env, message):
 
 def test_gates_can_be_switched_off():
     assert load_settings({"APPROVAL_GATES": ""}).approval_gates == ()
-    assert load_settings({"APPROVAL_GATES": "storyboard"}).approval_gates == ("storyboard",)
+    assert load_settings({"APPROVAL_GATES": "images"}).approval_gates == ("images",)
+    assert load_settings({"APPROVAL_GATES": "storyboard"}).approval_gates == ("images",)
 
 
 def test_migrations_run_again_do_nothing(db):

@@ -120,7 +120,7 @@ def test_an_operators_insert_wakes_a_listening_cron_run_within_a_second(db, work
             OPERATOR_DECISION.format(schema=db.schema), j=str(job_id), g="script", s="approved"
         )
         claimed_at = wait_until(lambda: job(db, job_id)["gate"] != "script")
-        wait_until(lambda: job(db, job_id)["gate"] == "storyboard", timeout=30)
+        wait_until(lambda: job(db, job_id)["gate"] == "images", timeout=30)
         assert worker.proc.poll() is None, "the run ended: it was not woken within its window"
     assert claimed_at - decided_at < WAKE_WITHIN_S
     assert telegram.calls_to("sendPhoto"), "no storyboard"

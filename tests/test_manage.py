@@ -82,24 +82,34 @@ def test_approve_wakes_the_job_waiting_at_its_gate(schema_env, db):
     assert not claimed.cancel_requested
 
 
+def test_approve_takes_the_old_gate_name_as_the_images_gate(schema_env, db):
+    job_id = make_waiting(db, "images")
+
+    result = manage(schema_env, "approve", str(job_id), "storyboard")
+
+    assert result.returncode == 0, result.stderr
+    assert f"job {job_id}: images approved" in result.stdout
+    assert approvals(db, job_id) == [("images", "approved")]
+
+
 def test_approve_needs_a_gate_when_the_job_is_not_waiting(schema_env, db):
     job_id = make_job(db, state="queued", step="media")
 
     refused = manage(schema_env, "approve", str(job_id))
-    ahead = manage(schema_env, "approve", str(job_id), "storyboard")
-    twice = manage(schema_env, "approve", str(job_id), "storyboard")
+    ahead = manage(schema_env, "approve", str(job_id), "images")
+    twice = manage(schema_env, "approve", str(job_id), "images")
 
     assert refused.returncode == 1
     assert f"job {job_id} is queued, not waiting at a gate; name the gate" in refused.stderr
     assert ahead.returncode == 0, ahead.stderr
-    assert approvals(db, job_id) == [("storyboard", "approved")]
+    assert approvals(db, job_id) == [("images", "approved")]
     expires_in = db.execute(
         "SELECT expires_at - now()::timestamp FROM approval_statuses WHERE job_id = :id",
         id=str(job_id),
     )[0][0]
     assert timedelta(hours=23) < expires_in <= timedelta(days=1)
     assert twice.returncode == 1
-    assert "already has a decision at the storyboard gate: approved" in twice.stderr
+    assert "already has a decision at the images gate: approved" in twice.stderr
 
 
 @pytest.mark.parametrize("state", ["queued", "running"])
@@ -127,7 +137,7 @@ def test_cancel_of_an_active_job_goes_through_the_worker(schema_env, db, state):
 
 
 def test_cancel_of_a_waiting_job_goes_through_the_worker(schema_env, db):
-    job_id = make_waiting(db, "storyboard")
+    job_id = make_waiting(db, "images")
 
     result = manage(schema_env, "cancel", str(job_id))
 
@@ -313,7 +323,7 @@ def test_stats_reports_queue_health(schema_env, db):
         raw_lease_expires_at="now() - interval '1 minute'",
     )
     make_waiting(db, "script", deadline="now() - interval '1 minute'")
-    make_waiting(db, "storyboard")
+    make_waiting(db, "images")
     make_job(db, state="done", raw_finished_at="now()")
 
     result = manage(schema_env, "stats")

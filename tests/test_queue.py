@@ -180,14 +180,14 @@ def test_plain_sql_approval_resumes_the_job_at_the_next_step(db):
 
 
 def test_plain_sql_cancel_wakes_the_job_to_be_cancelled(db):
-    job = gate_job(db, gate="storyboard")
-    operator_insert(db, job.id, "storyboard", "cancelled")
+    job = gate_job(db, gate="images")
+    operator_insert(db, job.id, "images", "cancelled")
     [woken] = queue.claim(db, 5, LEASE)
     assert woken.gate_decision == "cancelled" and woken.cancel_requested
 
 
 def test_decision_for_another_gate_does_not_wake_but_a_cancel_of_any_kind_does(db):
-    job = gate_job(db, gate="storyboard")
+    job = gate_job(db, gate="images")
     operator_insert(db, job.id, "script", "approved")
     assert queue.claim(db, 5, LEASE) == []
     operator_insert(db, job.id, "job", "cancelled")
@@ -353,10 +353,14 @@ def test_claim_time_does_not_grow_with_finished_rows(db):
         "SELECT g, g, 'old', 'done', now() FROM generate_series(1, 20000) g"
     )
     db.execute("ANALYZE jobs")
-    plan = "\n".join(
-        row[0] for row in db.execute("EXPLAIN " + sql.query("claim_jobs"), n=10, lease_seconds=60)
-    )
-    assert "Seq Scan on jobs" not in plan
+    for cap in (None, 5):
+        plan = "\n".join(
+            row[0]
+            for row in db.execute(
+                "EXPLAIN " + sql.query("claim_jobs"), n=10, lease_seconds=60, max_running=cap
+            )
+        )
+        assert "Seq Scan on jobs" not in plan, cap
 
 
 def test_revisions_are_taken_under_the_lease(db):

@@ -9,6 +9,7 @@ import pytest
 
 from shared import queue
 from shared.config import REPO_ROOT
+from shared.migrate import migration_files
 
 LEASE = 60.0
 
@@ -81,7 +82,7 @@ def test_decide_is_the_insert_with_the_gate_deadline_and_who_decided(db):
 
 
 def test_cancel_of_a_waiting_or_queued_job_wakes_the_worker_to_cancel_it(db):
-    waiting = waiting_job(db, "storyboard")
+    waiting = waiting_job(db, "images")
     db.execute(
         "INSERT INTO jobs (chat_id, user_id, description, run_at) "
         "VALUES (2, 2, 'in backoff', now() + interval '10 minutes')"
@@ -164,3 +165,83 @@ def test_resend_asks_for_an_unknown_delivery_once(db):
     assert queue.delivery_state(db, job.id)["state"] == "resend"
     [again] = queue.claim(db, 1, LEASE)
     assert (again.id, again.step) == (job.id, "deliver")
+
+
+@pytest.mark.parametrize("gate", ["script", "images"])
+def test_approve_at_each_gate_as_pasted_resumes_the_job(db, gate):
+    job_id = waiting_job(db, gate)
+    [approve] = statements(f"Approve job 42 at the {gate} gate")
+    assert f"'{gate}', 'approved'" in approve
+    paste(db, approve, job_id)
+    [woken] = queue.claim(db, 5, LEASE)
+    assert (woken.id, woken.prev_gate, woken.gate_decision) == (job_id, gate, "approved")
+
+
+@pytest.mark.parametrize("gate", ["script", "images"])
+def test_turn_down_at_each_gate_as_pasted_cancels_the_job(db, gate):
+    job_id = waiting_job(db, gate)
+    [refuse] = statements(f"Turn down job 42 at the {gate} gate")
+    paste(db, refuse, job_id)
+    [woken] = queue.claim(db, 5, LEASE)
+    assert (woken.id, woken.gate_decision, woken.cancel_requested) == (job_id, "cancelled", True)
+
+
+def test_a_storyboard_row_from_habit_still_resumes_a_job_at_the_images_gate(db):
+    job_id = waiting_job(db, "images")
+    [approve] = statements("Approve job 42 at the images gate")
+    paste(db, approve.replace("'images'", "'storyboard'"), job_id)
+    [woken] = queue.claim(db, 5, LEASE)
+    assert (woken.id, woken.prev_gate, woken.gate_decision) == (job_id, "images", "approved")
+    assert queue.decide(db, job_id, "images", "approved", "operator") is False, "decided already"
+
+
+def test_decide_writes_storyboard_as_images(db):
+    job_id = waiting_job(db, "images")
+    assert queue.decide(db, job_id, "storyboard", "approved", "operator") is True
+    assert queue.decide(db, job_id, "images", "cancelled", "user") is False
+    rows = db.execute("SELECT approval_type, status FROM approval_statuses")
+    assert rows == [["images", "approved"]]
+    [woken] = queue.claim(db, 5, LEASE)
+    assert woken.gate_decision == "approved"
+
+
+def test_the_migration_moves_storyboard_jobs_revisions_and_rows_to_images(db):
+    """A schema as it stood before 006, with a job in flight at the storyboard gate."""
+    schema = f"{db.schema}_old"
+    old = db.execute  # the same connection, pointed at a schema of its own
+    old(f"CREATE SCHEMA {schema}")
+    old(f"SET search_path TO {schema}, pg_catalog, public")
+    try:
+        old("CREATE TABLE schema_migrations (version TEXT PRIMARY KEY, applied_at TIMESTAMPTZ)")
+        for path in migration_files():
+            if path.name < "006":
+                old(path.read_text(encoding="utf-8"))
+                old("INSERT INTO schema_migrations (version) VALUES (:v)", v=path.name)
+        old(
+            "INSERT INTO jobs (chat_id, user_id, description, state, step, gate, gate_deadline,"
+            " checkpoints) VALUES (1, 1, 'a cat', 'waiting', 'review_storyboard', 'storyboard',"
+            " now() + interval '1 hour', '{\"review_storyboard\": {\"count\": 2}}')"
+        )
+        old(
+            "INSERT INTO job_revisions (job_id, gate, kind) SELECT id, 'storyboard', 'regenerate' FROM jobs"
+        )
+        old(
+            "INSERT INTO approval_statuses (job_id, approval_type, status, expires_at)"
+            " SELECT id::text, 'storyboard', 'approved', now() FROM jobs"
+        )
+        for path in migration_files():
+            if path.name >= "006":
+                old(path.read_text(encoding="utf-8"))
+        [[step, gate, checkpoints]] = old("SELECT step, gate, checkpoints FROM jobs")
+        assert (step, gate, checkpoints) == (
+            "review_images",
+            "images",
+            {"review_images": {"count": 2}},
+        )
+        assert old("SELECT gate FROM job_revisions") == [["images"]]
+        assert old("SELECT approval_type FROM approval_statuses") == [["images"]]
+        with pytest.raises(pg8000.native.DatabaseError, match="jobs_gate_check"):
+            old("UPDATE jobs SET gate = 'storyboard'")
+    finally:
+        old(f"DROP SCHEMA {schema} CASCADE")
+        old(f"SET search_path TO {db.schema}, pg_catalog, public")

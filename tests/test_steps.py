@@ -29,9 +29,13 @@ def chain(start: str) -> list[str]:
     return seen
 
 
-def test_a_job_starts_at_the_script_and_meets_every_step_once_on_its_way_to_done():
-    assert TABLE.first == "script"
+def test_a_job_starts_at_the_first_step_and_meets_every_step_once_on_its_way_to_done():
+    """A spoken description starts at the table's first step (`transcribe`); a typed one at
+    `script`, the step after it (the create statement in queue.sql names both)."""
+    assert TABLE.first == "transcribe"
+    assert TABLE.next_step(TABLE.first) == "script"
     assert chain(TABLE.first) == NAMES
+    assert chain("script") == NAMES[1:]
 
 
 def test_following_next_from_any_step_ends_at_done_without_a_loop():
@@ -72,7 +76,7 @@ def test_each_artifact_is_made_by_one_step_that_runs_before_any_step_that_reads_
         "media",
         "render",
     }
-    assert NAMES.index(TABLE.maker_of("image/")) < NAMES.index(TABLE.review_of("storyboard"))
+    assert NAMES.index(TABLE.maker_of("image/")) < NAMES.index(TABLE.review_of("images"))
 
 
 def test_every_step_has_words_for_status_and_for_its_failure_notice():

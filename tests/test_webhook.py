@@ -42,7 +42,7 @@ from tests.support import (
 BIN = Path(sys.executable).parent
 SAMPLE_REPLIES = {
     "message_start_official.json": ("sendMessage", "Я превращаю текстовое описание"),
-    "message_voice_official.json": ("sendMessage", "Я понимаю только текст"),
+    "message_voice_official.json": ("sendMessage", "Голосовые описания сейчас не распознаются"),
     "edited_message_official.json": (None, None),
     "callback_query_official.json": (None, None),
 }

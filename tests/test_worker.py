@@ -39,9 +39,9 @@ def test_description_becomes_a_delivered_watchable_video(db, worker_env, telegra
     assert worker.tick() == 1
     storyboard = telegram.wait_for("sendPhoto")
     assert storyboard.params["reply_markup"]["inline_keyboard"]
-    assert job(db, job_id)["gate"] == "storyboard"
+    assert job(db, job_id)["gate"] == "images"
 
-    decide(db, job_id, "storyboard")
+    decide(db, job_id, "images")
     approved_at = time.monotonic()
     assert worker.tick() == 1
     e2e = time.monotonic() - approved_at
@@ -264,10 +264,10 @@ def test_worker_killed_during_render_delivers_exactly_once(db, worker_env, teleg
 
 
 def test_operator_retry_of_a_cancelled_job_makes_its_lost_files_again(db, worker_env, telegram):
-    worker = Worker(dict(worker_env, APPROVAL_GATES="storyboard"))
+    worker = Worker(dict(worker_env, APPROVAL_GATES="images"))
     job_id = enqueue(db, "An old clock tower rings at noon. Pigeons fly up. The square is busy.")
     worker.tick()
-    assert job(db, job_id)["gate"] == "storyboard"
+    assert job(db, job_id)["gate"] == "images"
     ops.cancel(db, job_id)
     worker.tick()
     assert job(db, job_id)["state"] == "cancelled"
@@ -275,9 +275,9 @@ def test_operator_retry_of_a_cancelled_job_makes_its_lost_files_again(db, worker
 
     ops.retry(db, job_id)
     worker.tick()
-    assert job(db, job_id)["gate"] == "storyboard"
+    assert job(db, job_id)["gate"] == "images"
     assert len(telegram.calls_to("sendPhoto")) == 2
-    decide(db, job_id, "storyboard")
+    decide(db, job_id, "images")
     worker.tick()
     assert job(db, job_id)["state"] == "done"
     assert len(telegram.calls_to("sendVideo")) == 1
@@ -326,11 +326,11 @@ def test_worker_warns_when_the_database_grows_past_the_limit(db, worker_env, cap
 def test_a_delivery_an_earlier_run_started_is_never_sent_again(
     db, worker_env, telegram, earlier_run, state, notice
 ):
-    worker = Worker(dict(worker_env, APPROVAL_GATES="storyboard"))
+    worker = Worker(dict(worker_env, APPROVAL_GATES="images"))
     job_id = enqueue(db, "A kite flies over the beach. The wind turns. It lands softly.")
     worker.tick()
     db.execute("INSERT INTO deliveries (job_id, state) VALUES (:j, :s)", j=job_id, s=earlier_run)
-    decide(db, job_id, "storyboard")
+    decide(db, job_id, "images")
     worker.tick()
     assert job(db, job_id)["state"] == state
     assert telegram.calls_to("sendVideo") == []

@@ -36,7 +36,7 @@ def run_tick(
     stop_claiming_at = time.monotonic() + settings.worker_max_seconds
     ran = 0
     while time.monotonic() < stop_claiming_at:
-        jobs = queue.claim(database, 1, settings.worker_lease_seconds)
+        jobs = queue.claim(database, 1, settings.worker_lease_seconds, settings.max_concurrent_jobs)
         if not jobs:
             break
         run_job(JobContext(settings, database, telegram, providers, jobs[0]))

@@ -1,9 +1,10 @@
-"""The router for messages: commands, descriptions (a new job), replies that edit a script, and
-a hint for anything that is not text."""
+"""The router for messages: commands, descriptions (a new job, typed or spoken), replies that
+edit a script, and a hint for anything else."""
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from typing import Any
 
@@ -24,9 +25,10 @@ from shared.bot.updates import (
     str_of,
 )
 from shared.config import Settings
+from shared.costs import format_usd, providers_key
 from shared.db import Database
-from shared.telegram import fit_text
-from shared.texts import step_name, t
+from shared.telegram import MAX_DOWNLOAD_BYTES, fit_text
+from shared.texts import format_duration, step_name, t
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,9 @@ def on_message(db: Database, settings: Settings, update_id: int, message: dict[s
             "message refused update_id=%s chat=%s reason=not_allowed", update_id, sender.chat_id
         )
         return reply_if_new(db, update_id, sender, "not_allowed")
+    spoken = _spoken_file(message)
+    if spoken is not None:
+        return _on_voice(db, settings, update_id, sender, *spoken)
     text = str_of(message, "text")
     if text is None:
         return reply_if_new(db, update_id, sender, "text_expected")
@@ -84,6 +89,8 @@ def _on_command(
         return _on_status(db, update_id, sender)
     if command == "cancel":
         return _on_cancel(db, update_id, sender)
+    if command == "stats" and sender.user_id in settings.owner_user_ids:
+        return _on_owner_stats(db, update_id, sender)
     return reply_if_new(db, update_id, sender, "unknown_command")
 
 
@@ -95,7 +102,14 @@ def _on_status(db: Database, update_id: int, sender: Sender) -> Reply:
     if not jobs:
         return send(sender, "status_none")
     lines = [t("status_header", sender.language)]
-    lines += [_status_line(job, sender.language) for job in jobs]
+    spent = {
+        row["id"]: row
+        for row in db.run("recent_job_costs", user_id=sender.user_id, limit=STATUS_JOB_COUNT)
+    }
+    lines += [
+        _with_spent(_status_line(job, sender.language), spent.get(job["id"]), sender.language)
+        for job in jobs
+    ]
     return Reply(
         body={"method": "sendMessage", "chat_id": sender.chat_id, "text": "\n".join(lines)}
     )
@@ -139,7 +153,7 @@ def _on_description(
             length=len(description),
             max_chars=settings.max_description_chars,
         )
-    outcome, job_id = queue.create_job_from_update(
+    created = queue.create_job_from_update(
         db,
         update_id=update_id,
         chat_id=sender.chat_id,
@@ -149,21 +163,58 @@ def _on_description(
         max_attempts=settings.job_max_attempts,
         max_active=settings.max_active_jobs_per_user,
         max_per_day=settings.max_jobs_per_day,
+        per_minute=settings.rate_limit_per_minute,
+        per_hour=settings.rate_limit_per_hour,
+        max_running=settings.max_concurrent_jobs,
     )
     log.info(
         "description update_id=%s chat=%s outcome=%s job=%s",
         update_id,
         sender.chat_id,
-        outcome,
-        job_id,
+        created.outcome,
+        created.job_id,
     )
+    return _with_estimate(
+        db,
+        settings,
+        created,
+        _created_reply(settings, sender, created, "job_accepted"),
+        sender.language,
+    )
+
+
+def _created_reply(
+    settings: Settings, sender: Sender, created: queue.NewJob, accepted: str
+) -> Reply:
+    """The answer to `queue.create_job_from_update`'s outcome; `accepted` is the text key for
+    a created job, followed by its place in line when every generation slot is taken."""
+    outcome = created.outcome
     if outcome == "duplicate":
         return NO_REPLY
     if outcome == "created":
-        return send(sender, "job_accepted", job_id=job_id)
+        if created.ahead is None:
+            return send(sender, accepted, job_id=created.job_id)
+        line = t(
+            "in_line", sender.language, slots=settings.max_concurrent_jobs, ahead=created.ahead
+        )
+        return Reply(
+            body={
+                "method": "sendMessage",
+                "chat_id": sender.chat_id,
+                "text": f"{t(accepted, sender.language, job_id=created.job_id)}\n\n{line}",
+            }
+        )
     if outcome == "too_many_active":
         return send(sender, "too_many_active", limit=settings.max_active_jobs_per_user)
-    return send(sender, "daily_limit", limit=settings.max_jobs_per_day)
+    if outcome == "daily_limit":
+        return send(sender, "daily_limit", limit=settings.max_jobs_per_day)
+    limit = (
+        settings.rate_limit_per_hour
+        if outcome == "rate_limit_hour"
+        else settings.rate_limit_per_minute
+    )
+    wait = format_duration(created.retry_after or 1, sender.language)
+    return send(sender, outcome, limit=limit, wait=wait)
 
 
 def _on_script_edit(
@@ -177,10 +228,147 @@ def _on_script_edit(
         job = db.one("lock_job", job_id=job_id)
         if job is None:
             return send(sender, "edit_not_open")
-        if job["gate"] == "storyboard" and job["state"] == "waiting":
+        if job["gate"] == "images" and job["state"] == "waiting":
             return send(sender, "edit_only_script")
         if not script or not gate_is_open(db, job, "script", message_id):
             return send(sender, "edit_not_open")
         queue.add_revision(db, job_id, "script", "edit", script)
     log.info("script edit update_id=%s chat=%s job=%s", update_id, sender.chat_id, job_id)
     return send(sender, "edit_accepted")
+
+
+# ---- spoken descriptions: a voice message, an audio file or a video note ----------------------
+
+SPOKEN_KINDS = ("voice", "audio", "video_note")
+VOICE_PLACEHOLDER = "🎙"
+"""A spoken job's description until its step `transcribe` replaces it with what was heard."""
+
+
+def _spoken_file(message: dict[str, Any]) -> tuple[str, str, int | None] | None:
+    """(kind, file_id, file_size) of a voice message, an audio file or a video note."""
+    for kind in SPOKEN_KINDS:
+        media = dict_of(message, kind)
+        file_id = str_of(media, "file_id")
+        if file_id:
+            return kind, clean(file_id), int_of(media, "file_size")
+    return None
+
+
+def _on_voice(
+    db: Database,
+    settings: Settings,
+    update_id: int,
+    sender: Sender,
+    kind: str,
+    file_id: str,
+    file_size: int | None,
+) -> Reply:
+    """A spoken description becomes a job that starts at `transcribe`; only the file id is
+    recorded here (no outbound call). Without a transcription provider, or past getFile's
+    download limit, the user is asked to type instead and no job is made."""
+    if settings.transcribe_provider == "local":
+        log.info(
+            "voice refused update_id=%s chat=%s reason=no_transcriber", update_id, sender.chat_id
+        )
+        return reply_if_new(db, update_id, sender, "voice_disabled")
+    if file_size is not None and file_size > MAX_DOWNLOAD_BYTES:
+        log.info(
+            "voice refused update_id=%s chat=%s reason=too_big bytes=%s",
+            update_id,
+            sender.chat_id,
+            file_size,
+        )
+        return reply_if_new(
+            db,
+            update_id,
+            sender,
+            "voice_too_big",
+            size_mb=f"{file_size / 1024 / 1024:.1f}",
+            limit_mb=MAX_DOWNLOAD_BYTES // 1024 // 1024,
+        )
+    created = queue.create_job_from_update(
+        db,
+        update_id=update_id,
+        chat_id=sender.chat_id,
+        user_id=sender.user_id,
+        language=sender.language,
+        description=VOICE_PLACEHOLDER,
+        max_attempts=settings.job_max_attempts,
+        max_active=settings.max_active_jobs_per_user,
+        max_per_day=settings.max_jobs_per_day,
+        per_minute=settings.rate_limit_per_minute,
+        per_hour=settings.rate_limit_per_hour,
+        max_running=settings.max_concurrent_jobs,
+        voice_file_id=file_id,
+    )
+    log.info(
+        "voice description update_id=%s chat=%s kind=%s outcome=%s job=%s",
+        update_id,
+        sender.chat_id,
+        kind,
+        created.outcome,
+        created.job_id,
+    )
+    return _created_reply(settings, sender, created, "voice_accepted")
+
+
+# ---- time and cost: the acknowledgement's estimate, /status's costs, the owner's /stats -------
+
+ESTIMATE_JOBS = 10
+"""How many recent jobs done with the same providers the estimate takes the median of."""
+DEFAULT_ESTIMATE = "1–2"
+"""The estimate, in minutes of work, before any job was done with these providers."""
+
+
+def _with_estimate(
+    db: Database, settings: Settings, created: queue.NewJob, reply: Reply, language: str
+) -> Reply:
+    """A created job's acknowledgement, followed by how long the work should take: the median
+    working time of recent jobs with the same providers (time at gates excluded)."""
+    if created.outcome != "created" or reply.body is None:
+        return reply
+    row = db.one("recent_work_seconds", providers=providers_key(settings), jobs=ESTIMATE_JOBS)
+    median = row["median_seconds"] if row else None
+    minutes = DEFAULT_ESTIMATE if median is None else str(max(1, math.ceil(median / 60)))
+    estimate = t("job_estimate", language, minutes=minutes)
+    return Reply(
+        body={**reply.body, "text": f"{reply.body['text']}\n\n{estimate}"}, edit=reply.edit
+    )
+
+
+def _with_spent(line: str, spent: dict[str, Any] | None, language: str) -> str:
+    """A /status line with the job's working time and cost, once it has any."""
+    if spent is None or not (spent["work_seconds"] or spent["usd"]):
+        return line
+    work = format_duration(spent["work_seconds"], language)
+    return t("status_spent", language, line=line, work=work, usd=format_usd(spent["usd"]))
+
+
+def _on_owner_stats(db: Database, update_id: int, sender: Sender) -> Reply:
+    """The owner's /stats (OWNER_USER_IDS; anyone else gets the unknown-command answer)."""
+    language = sender.language
+    with db.transaction():
+        if not record_message(db, update_id, sender):
+            return NO_REPLY
+        row = db.one("owner_stats")
+    assert row is not None, "owner_stats returns one row"
+    states = ", ".join(f"{state} {count}" for state, count in sorted(row["jobs_by_state"].items()))
+    oldest = t("owner_stats_none", language)
+    if row["waiting_id"] is not None:
+        oldest = t(
+            "owner_stats_waiting",
+            language,
+            job_id=row["waiting_id"],
+            gate=row["waiting_gate"],
+            age=format_duration(row["waiting_seconds"], language),
+        )
+    log.info("owner stats update_id=%s user=%s", update_id, sender.user_id)
+    return send(
+        sender,
+        "owner_stats",
+        states=states or t("owner_stats_none", language),
+        usd_today=format_usd(row["usd_today"]),
+        calls_today=row["calls_today"],
+        oldest=oldest,
+        size=f"{row['database_bytes'] / 1_048_576:.1f} MB",
+    )

@@ -19,7 +19,7 @@ from shared import queue
 from shared.bot import (
     WEBHOOK_UPDATES as WEBHOOK_UPDATES,
 )  # read as ops.WEBHOOK_UPDATES by manage.py, demo
-from shared.config import GATES
+from shared.config import GATE_ALIASES, GATES
 from shared.db import Database
 from shared.errors import PermanentError
 from shared.plan import shorten
@@ -43,6 +43,10 @@ class JobDetail:
     revisions: list[dict[str, Any]]
     delivery: dict[str, Any] | None
     events: list[dict[str, Any]]
+    steps: list[dict[str, Any]]
+    """Per step: runs, working seconds, provider calls and their estimated cost."""
+    times: dict[str, float]
+    """total_seconds, deciding_seconds, work_seconds and usd (`queue.job_times`)."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,8 @@ class Stats:
     gates_past_deadline: int
     table_bytes: dict[str, int]
     database_bytes: int
+    costs: dict[str, Any]
+    """usd_today, calls_today, usd_total, calls_total (estimated; the day is UTC)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,8 @@ def job_detail(db: Database, job_id: int) -> JobDetail:
         revisions=db.run("ops_job_revisions", id=job_id),
         delivery=db.one("ops_job_delivery", id=job_id),
         events=db.run("ops_job_events", id=job_id),
+        steps=db.run("ops_job_steps", id=job_id),
+        times=queue.job_times(db, job_id),
     )
 
 
@@ -116,6 +124,7 @@ def approve(db: Database, job_id: int, gate: str | None = None) -> str:
                 f"({' or '.join(GATES)}) to approve it in advance"
             )
         gate = job["gate"]
+    gate = GATE_ALIASES.get(gate, gate)
     if gate not in GATES:
         raise OperatorError(f"unknown gate {gate!r}: use {' or '.join(GATES)}")
     if not queue.decide(db, job_id, gate, "approved", "operator"):
@@ -195,6 +204,7 @@ def stats(db: Database) -> Stats:
         gates_past_deadline=health["gates_past_deadline"],
         table_bytes={row["table_name"]: row["bytes"] for row in db.run("ops_table_sizes")},
         database_bytes=db.run("database_size")[0]["bytes"],
+        costs=db.run("ops_costs")[0],
     )
 
 

@@ -12,6 +12,7 @@ from types import TracebackType
 from shared import db as dbmod
 from shared import queue
 from shared.config import Settings
+from shared.costs import Meter
 from shared.errors import JobStopped
 from shared.providers import Providers
 from shared.telegram import RateLimited, TelegramClient
@@ -85,6 +86,7 @@ class JobContext:
 
     def __post_init__(self) -> None:
         self.status = StatusMessage(self)
+        self.meter = Meter(self.settings, self.db, self.job)
 
     @property
     def language(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 from shared import queue
+from shared.costs import CostLimitReached, providers_key
 from shared.errors import OwnerActionNeeded, PermanentError, TransientError
 from shared.pipeline.job import CancelRequested, Heartbeat, JobContext
 from shared.pipeline.steps import TABLE
@@ -38,7 +39,7 @@ def run_job(ctx: JobContext) -> None:
             ctx.heartbeat = heartbeat
             outcome = Next.CONTINUE
             while outcome is Next.CONTINUE:
-                outcome = TABLE[job.step].run(ctx)
+                outcome = _run_step(ctx)
         log.info("job stopped job=%s step=%s outcome=%s", job.id, job.step, outcome.value)
     except queue.LeaseLost:
         log.warning("job abandoned: lease lost job=%s step=%s", job.id, job.step)
@@ -55,6 +56,21 @@ def run_job(ctx: JobContext) -> None:
     except Exception as exc:  # a bug or an unforeseen error: retry with backoff, then give up
         log.exception("job step crashed job=%s step=%s", job.id, job.step)
         _fail(ctx, exc, permanent=False)
+
+
+def _run_step(ctx: JobContext) -> Next:
+    """Run the job's step, recording when it started and ended (sql/008_costs.sql): a run that
+    parks at a gate ends as 'gate', so the time the user takes to decide is told apart."""
+    step = TABLE[ctx.job.step]
+    run_id = queue.begin_step_run(ctx.db, ctx.job, providers_key(ctx.settings))
+    outcome = "stopped"
+    try:
+        result = step.run(ctx)
+        parked_at_gate = result is Next.PARKED and step.opens is not None
+        outcome = "gate" if parked_at_gate else result.value
+        return result
+    finally:
+        queue.end_step_run(ctx.db, run_id, outcome)
 
 
 def _resolve_gate(ctx: JobContext) -> bool:
@@ -120,7 +136,9 @@ def _fail(
     except queue.LeaseLost:
         return
     log.warning("job step failed job=%s step=%s state=%s error=%s", job.id, job.step, state, error)
-    if state == "failed" and isinstance(exc, OwnerActionNeeded):
+    if state == "failed" and isinstance(exc, CostLimitReached):
+        _notify(ctx, t(exc.notice, ctx.language, job_id=job.id))
+    elif state == "failed" and isinstance(exc, OwnerActionNeeded):
         _notify(ctx, t("bot_unavailable", ctx.language, job_id=job.id))
     elif state == "failed":
         _notify(ctx, failure_notice(TABLE.failure_name(job.step), ctx.language))

@@ -8,20 +8,23 @@ operator) decides.
 from __future__ import annotations
 
 import logging
+import subprocess
 import tempfile
+import unicodedata
 from pathlib import Path
 
 from shared import queue
 from shared.buttons import gate_keyboard, resend_keyboard
-from shared.errors import OutcomeUnknown, PermanentError, TransientError
+from shared.costs import script_units, speech_units
+from shared.errors import OutcomeUnknown, OwnerActionNeeded, PermanentError, TransientError
 from shared.media import audio_duration
 from shared.pipeline.job import ChatAction, JobContext
 from shared.pipeline.render import render_video
 from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.table import DONE, Gate, Next, Step, Table
 from shared.plan import ScenePlan, parse_edited_script
-from shared.telegram import ChatBlocked, RateLimited, TelegramError
-from shared.texts import script_message, t
+from shared.telegram import ChatBlocked, RateLimited, TelegramError, fit_text
+from shared.texts import format_duration, script_message, t
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,13 @@ def step_script(ctx: JobContext) -> Next:
     if revision.get("kind") == "edit":
         plan = parse_edited_script(revision["text"], ctx.language, seconds)
     else:
+        expected = script_units(ctx.job.description)
+        ctx.meter.check("script", expected)
         plan = ctx.providers.script.write(
             ctx.job.description, ctx.language, seconds, variant=revision.get("count", 0)
         )
+        # The tokens the API reported (OpenAIScript.usage); the expected ones when it gave none.
+        ctx.meter.record("script", getattr(ctx.providers.script, "usage", None) or expected)
     log.info("script written job=%s scenes=%d", ctx.job.id, len(plan.scenes))
     return _advance(ctx, plan.to_dict())
 
@@ -109,11 +116,15 @@ def show_script(ctx: JobContext, keyboard: dict) -> dict:
     """The script gate: the title and each scene's narration, as text."""
     plan = _plan(ctx)
     text = script_message(plan.title, [scene.narration for scene in plan.scenes], ctx.language)
+    heard = (ctx.job.checkpoints.get("transcribe") or {}).get("heard")
+    if heard:  # a spoken description: what was heard comes first, so it can be corrected
+        text = f"{t('voice_heard', ctx.language, text=fit_text(heard, HEARD_CHARS))}\n\n{text}"
     return ctx.telegram.send_message(ctx.job.chat_id, text, reply_markup=keyboard)
 
 
-def show_storyboard(ctx: JobContext, keyboard: dict) -> dict | None:
-    """The storyboard gate: a contact sheet of the stills, one numbered frame per scene."""
+def show_images(ctx: JobContext, keyboard: dict) -> dict | None:
+    """The images gate: a storyboard, a contact sheet of the stills, one numbered frame per
+    scene."""
     plan = _plan(ctx)
     stills = _files(ctx, "image/", len(plan.scenes))
     if stills is None:
@@ -132,7 +143,7 @@ def step_media(ctx: JobContext) -> Next:
     a retry: each still drawn is checkpointed with its variant, so only a storyboard
     regeneration, which asks for a new variant, draws them again (for the same voices)."""
     plan = _plan(ctx)
-    variant = _revision(ctx, "storyboard").get("count", 0)
+    variant = _revision(ctx, "images").get("count", 0)
     progress = ctx.job.checkpoints.get("media") or {}
     drawn = (
         set(progress.get("stills_drawn", []))
@@ -152,7 +163,9 @@ def step_media(ctx: JobContext) -> Next:
                 path.write_bytes(made[name])
                 durations.append(audio_duration(path))
                 continue
+            ctx.meter.check("voice", speech_units(scene.narration))
             durations.append(ctx.providers.voice.speak(scene.narration, ctx.language, path))
+            ctx.meter.record("voice", speech_units(scene.narration, durations[-1]))
             ctx.check()
             queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
         for index in range(len(plan.scenes)):
@@ -161,7 +174,9 @@ def step_media(ctx: JobContext) -> Next:
                 continue
             ctx.status.show("progress_images", pct=100 * index // len(plan.scenes))
             path = work / f"image-{index:02d}.png"
+            ctx.meter.check("visuals", {"images": 1})
             ctx.providers.visuals.draw(plan, index, ctx.settings.video_size, path, variant=variant)
+            ctx.meter.record("visuals", {"images": 1})
             ctx.check()
             queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
             drawn.add(index)
@@ -272,7 +287,7 @@ def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
                     width=video["width"],
                     height=video["height"],
                     thumbnail=paths["out-thumb.jpg"],
-                    caption=t("video_caption", ctx.language, title=_plan(ctx).title),
+                    caption=_caption_with_times(ctx),
                 )
         except OutcomeUnknown as exc:
             queue.end_delivery(ctx.db, job, "unknown", str(exc))
@@ -291,6 +306,20 @@ def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
     return True
 
 
+def _caption_with_times(ctx: JobContext) -> str:
+    """The video's caption: its title, then how long the job took in all and how much of that
+    it waited at gates for the user's decisions."""
+    times = queue.job_times(ctx.db, ctx.job.id)
+    title = t("video_caption", ctx.language, title=_plan(ctx).title)
+    took = t(
+        "video_times",
+        ctx.language,
+        total=format_duration(times["total_seconds"], ctx.language),
+        deciding=format_duration(times["deciding_seconds"], ctx.language),
+    )
+    return f"{title}\n{took}"
+
+
 def _offer_resend(ctx: JobContext) -> None:
     """The video may or may not have arrived, and a second copy must not go unasked: tell the
     user, with a button that sends it again, and finish the job keeping the video."""
@@ -306,7 +335,97 @@ def _offer_resend(ctx: JobContext) -> None:
     log.info("resend offered job=%s chat=%s", job.id, job.chat_id)
 
 
+# ---- a spoken description ---------------------------------------------------------------------
+
+HEARD_CHARS = 500
+"""How much of what was heard the script message repeats."""
+FOREIGN_LETTERS_SHARE = 0.2
+"""A transcript whose letters are more than this share neither Cyrillic nor ASCII Latin is in
+another language (the job's language goes to the API only as a hint, and gpt-4o transcription
+models answer no detected language)."""
+
+
+def _seconds_of(path: Path) -> float:
+    """The voice file's length, for its price; 0 when ffmpeg cannot read it (the transcription
+    API then says what is wrong with the file)."""
+    try:
+        return audio_duration(path)
+    except (ValueError, OSError, subprocess.SubprocessError):
+        return 0.0
+
+
+def step_transcribe(ctx: JobContext) -> Next:
+    """Download the voice message (getFile, then the file) and hear it; what was heard becomes
+    the job's description. A transcript the bot cannot use (nothing heard, too long, neither
+    Russian nor English) ends the job at once with a message that says why, spending nothing
+    more."""
+    job = ctx.job
+    if ctx.providers.transcriber is None:
+        raise OwnerActionNeeded(
+            "a spoken description needs a transcriber: set TRANSCRIBE_PROVIDER=openai for the "
+            "worker too"
+        )
+    file_id = queue.voice_file_id(ctx.db, job.id)
+    if not file_id:
+        raise PermanentError("the job has no voice file to transcribe")
+    ctx.status.show("progress_transcribe", force=True)
+    file_path = ctx.telegram.get_file(file_id).get("file_path")
+    if not file_path:
+        raise PermanentError("Telegram gave no file_path for the voice file")
+    audio = ctx.telegram.download_file(file_path)
+    ctx.check()
+    with _work_dir(ctx) as tmp:
+        path = Path(tmp) / Path(file_path).name
+        path.write_bytes(audio)
+        listened = {"audio_seconds": _seconds_of(path)}
+        ctx.meter.check("transcribe", listened)
+        heard = ctx.providers.transcriber.transcribe(path, ctx.language).strip()
+        ctx.meter.record("transcribe", listened)
+    max_chars = ctx.settings.max_description_chars
+    log.info("voice transcribed job=%s bytes=%d chars=%d", job.id, len(audio), len(heard))
+    if not heard:
+        return _refuse_transcript(ctx, "nothing heard", "voice_empty")
+    if len(heard) > max_chars:
+        return _refuse_transcript(
+            ctx,
+            f"{len(heard)} characters heard, the limit is {max_chars}",
+            "voice_too_long",
+            length=len(heard),
+            max_chars=max_chars,
+        )
+    if not is_russian_or_english(heard):
+        return _refuse_transcript(ctx, "neither Russian nor English", "voice_language")
+    ctx.check()
+    queue.set_description(ctx.db, job, heard)
+    return _advance(ctx, {"heard": heard, "audio_bytes": len(audio)})
+
+
+def is_russian_or_english(text: str) -> bool:
+    """True when the letters of `text` are (nearly all) Cyrillic or ASCII Latin; a text with no
+    letters (digits only) passes."""
+    letters = [char for char in text if char.isalpha()]
+    foreign = sum(
+        not char.isascii() and "CYRILLIC" not in unicodedata.name(char, "") for char in letters
+    )
+    return foreign <= FOREIGN_LETTERS_SHARE * len(letters)
+
+
+def _refuse_transcript(ctx: JobContext, reason: str, key: str, **fmt: object) -> Next:
+    """Fail the job for good over its transcript, then tell the user why (best effort: the job
+    is already failed, so nothing is retried)."""
+    job = ctx.job
+    ctx.check()
+    queue.fail(ctx.db, job, f"transcribe: {reason}", permanent=True)
+    log.info("voice refused job=%s reason=%s", job.id, reason)
+    try:
+        ctx.telegram.send_message(job.chat_id, t(key, ctx.language, job_id=job.id, **fmt))
+    except (TelegramError, TransientError) as exc:
+        log.warning("voice refusal not delivered job=%s chat=%s error=%s", job.id, job.chat_id, exc)
+    return Next.FINISHED
+
+
 TABLE = Table(
+    Step("transcribe", step_transcribe, then="script"),
     Step("script", step_script, then="review_script"),
     Step(
         "review_script",
@@ -314,12 +433,12 @@ TABLE = Table(
         then="media",
         opens=Gate("script", redoes="script", show=show_script),
     ),
-    Step("media", step_media, then="review_storyboard", makes=("voice/", "image/")),
+    Step("media", step_media, then="review_images", makes=("voice/", "image/")),
     Step(
-        "review_storyboard",
+        "review_images",
         step_review,
         then="render",
-        opens=Gate("storyboard", redoes="media", show=show_storyboard),
+        opens=Gate("images", redoes="media", show=show_images),
     ),
     Step("render", step_render, then="deliver", makes=("out/",)),
     Step("deliver", step_deliver, then=DONE),

@@ -1,4 +1,4 @@
-"""Pick the script, voice and visuals providers named in the settings.
+"""Pick the script, voice, visuals and transcription providers named in the settings.
 
 Provider modules are imported only when chosen, so a local-only setup never loads the OpenAI
 code, and an all-OpenAI setup never loads espeak-ng (only `local_voice` imports it).
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from shared.config import ConfigError, Settings
-from shared.providers.base import ScriptProvider, VisualsProvider, VoiceProvider
+from shared.providers.base import ScriptProvider, Transcriber, VisualsProvider, VoiceProvider
 
 if TYPE_CHECKING:
     from shared.providers.openai import OpenAIClient
@@ -19,10 +19,14 @@ class Providers(NamedTuple):
     script: ScriptProvider
     voice: VoiceProvider
     visuals: VisualsProvider
+    transcriber: Transcriber | None = None
+    """Hears spoken descriptions; None when TRANSCRIBE_PROVIDER is local (no offline speech
+    recognition: the webhook asks the user to type instead)."""
 
 
 def make_providers(settings: Settings) -> Providers:
-    """Build the providers chosen by SCRIPT_PROVIDER / VOICE_PROVIDER / VISUALS_PROVIDER.
+    """Build the providers chosen by SCRIPT_PROVIDER / VOICE_PROVIDER / VISUALS_PROVIDER /
+    TRANSCRIBE_PROVIDER.
 
     Raises `ConfigError` when openai is chosen without OPENAI_API_KEY. The OpenAI providers
     share one client (one connection pool).
@@ -32,6 +36,7 @@ def make_providers(settings: Settings) -> Providers:
         script=_script_provider(settings, client),
         voice=_voice_provider(settings, client),
         visuals=_visuals_provider(settings, client),
+        transcriber=_transcriber(settings, client),
     )
 
 
@@ -41,6 +46,7 @@ def _openai_client(settings: Settings) -> "OpenAIClient | None":
         "SCRIPT_PROVIDER": settings.script_provider,
         "VOICE_PROVIDER": settings.voice_provider,
         "VISUALS_PROVIDER": settings.visuals_provider,
+        "TRANSCRIBE_PROVIDER": settings.transcribe_provider,
     }
     uses_openai = [name for name, provider in chosen.items() if provider == "openai"]
     if not uses_openai:
@@ -88,3 +94,11 @@ def _visuals_provider(settings: Settings, client: "OpenAIClient | None") -> Visu
     from shared.providers.local_visuals import LocalVisuals
 
     return LocalVisuals()
+
+
+def _transcriber(settings: Settings, client: "OpenAIClient | None") -> Transcriber | None:
+    if settings.transcribe_provider == "openai" and client is not None:
+        from shared.providers.openai import OpenAITranscriber
+
+        return OpenAITranscriber(client, settings.openai_transcribe_model)
+    return None

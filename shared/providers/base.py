@@ -28,4 +28,17 @@ class VisualsProvider(Protocol):
         another `variant` of the same scene must look different."""
 
 
-__all__ = ["Scene", "ScenePlan", "ScriptProvider", "VoiceProvider", "VisualsProvider"]
+class Transcriber(Protocol):
+    def transcribe(self, audio_path: Path, language: str) -> str:
+        """The words spoken in the audio file at `audio_path` ("" when none were heard);
+        `language` ('ru' or 'en') is a hint."""
+
+
+__all__ = [
+    "Scene",
+    "ScenePlan",
+    "ScriptProvider",
+    "Transcriber",
+    "VoiceProvider",
+    "VisualsProvider",
+]

@@ -16,6 +16,7 @@ import binascii
 import io
 import json
 import logging
+import mimetypes
 import re
 import threading
 import time
@@ -28,7 +29,7 @@ import requests
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.errors import OwnerActionNeeded, PermanentError
-from shared.http import HttpClient, RetryPolicy, should_retry
+from shared.http import HttpClient, RetryPolicy, UploadFile, should_retry
 from shared.plan import MAX_SCENES, MIN_SCENES, ScenePlan
 
 log = logging.getLogger(__name__)
@@ -179,12 +180,31 @@ class OpenAIClient:
             timeout=timeout,
             headers={"Authorization": f"Bearer {self._api_key}"},
         )
+        return self._checked(path, response, str(payload.get("model")))
+
+    def post_form(
+        self, path: str, fields: dict[str, str], files: dict[str, UploadFile]
+    ) -> requests.Response:
+        """`post` as multipart/form-data (an audio upload), with the same errors."""
+        response = self._http.request(
+            "POST",
+            f"{self.base_url}{path}",
+            label=path,
+            form=fields,
+            files=files,
+            headers={"Authorization": f"Bearer {self._api_key}"},
+        )
+        return self._checked(path, response, fields.get("model", ""))
+
+    def _checked(self, path: str, response: requests.Response, model: str) -> requests.Response:
+        """The 2xx `response`, else the error it stands for (see `post`)."""
         if response.ok:
             return response
+        url = f"{self.base_url}{path}"
         error = ApiError.parse(response)
         status = response.status_code
         detail = self.snippet(error.message)
-        owner_problem = _owner_problem(status, error, response, url, str(payload.get("model")))
+        owner_problem = _owner_problem(status, error, response, url, model)
         if owner_problem:
             log.error(
                 "openai needs the owner path=%s status=%d code=%s message=%s",
@@ -264,6 +284,8 @@ class OpenAIScript:
         self._client = client
         self._model = model
         self._key = (client.base_url, model)
+        self.usage: dict[str, int] = {}
+        """The tokens the last `write` used, as the API reported them ({} when it did not)."""
 
     def write(self, description: str, language: str, seconds: int, variant: int = 0) -> ScenePlan:
         """Ask up to SCRIPT_ATTEMPTS times for a valid plan; `PermanentError` if none is.
@@ -272,6 +294,7 @@ class OpenAIScript:
         """
         with self._modes_lock:
             mode = self._modes.get(self._key, SCRIPT_MODES[0])
+        self.usage = {}
         problem = ""
         attempt = 0
         while attempt < SCRIPT_ATTEMPTS:
@@ -282,6 +305,7 @@ class OpenAIScript:
                 mode = self._next_mode(mode, refused)
                 continue
             self._remember(mode)
+            self._count_usage(response)
             attempt += 1
             try:
                 return _plan_from_completion(response, language)
@@ -300,6 +324,20 @@ class OpenAIScript:
             f"the model {self._model} gave no usable scene plan in {SCRIPT_ATTEMPTS} tries: "
             f"{problem}"
         )
+
+    def _count_usage(self, response: requests.Response) -> None:
+        """Add a completion's `usage` (prompt and completion tokens) to `self.usage`."""
+        try:
+            usage = response.json().get("usage") or {}
+            counts = {
+                "input_tokens": int(usage.get("prompt_tokens") or 0),
+                "output_tokens": int(usage.get("completion_tokens") or 0),
+            }
+        except (ValueError, AttributeError, TypeError):
+            return
+        for name, value in counts.items():
+            if value:
+                self.usage[name] = self.usage.get(name, 0) + value
 
     def _next_mode(self, mode: str, refused: RequestRefused) -> str:
         """The mode after `mode` if `refused` is about the response_format; else re-raise."""
@@ -535,3 +573,37 @@ def _save_fitted_png(image: Image.Image, size: tuple[int, int], out_path: Path) 
     fitted = ImageOps.fit(image.convert("RGB"), size, method=Image.Resampling.LANCZOS)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fitted.save(out_path, "PNG")
+
+
+class OpenAITranscriber:
+    """Hears a spoken description with `/audio/transcriptions` (multipart: the file, the model,
+    `response_format=json`, which every transcription model answers, and the user's language
+    as a hint). The answer is `{"text": ...}`."""
+
+    def __init__(self, client: OpenAIClient, model: str) -> None:
+        self._client = client
+        self._model = model
+
+    def transcribe(self, audio_path: Path, language: str) -> str:
+        audio_path = Path(audio_path)
+        response = self._client.post_form(
+            "/audio/transcriptions",
+            {"model": self._model, "response_format": "json", "language": language},
+            {
+                "file": UploadFile(
+                    audio_path.name,
+                    audio_path,
+                    mimetypes.guess_type(audio_path.name)[0] or "application/octet-stream",
+                )
+            },
+        )
+        try:
+            text = response.json()["text"]
+        except (ValueError, KeyError, TypeError):
+            raise PermanentError(
+                f"the transcription API answered without a text: "
+                f"{self._client.snippet(response.text)}"
+            ) from None
+        if not isinstance(text, str):
+            raise PermanentError("the transcription API answered a text that is not a string")
+        return text

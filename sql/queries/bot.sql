@@ -31,7 +31,8 @@ FOR UPDATE;
 -- Run after lock_job as its own statement, so it sees a decision committed while we waited.
 SELECT EXISTS (SELECT 1 FROM approval_statuses a
                WHERE a.job_id = :job_id::bigint::text
-                 AND (a.approval_type = :gate::text OR a.status = 'cancelled')) AS decided,
+                 AND (a.approval_type = ANY (gate_approval_types(:gate::text))
+                      OR a.status = 'cancelled')) AS decided,
        EXISTS (SELECT 1 FROM job_revisions r
                WHERE r.job_id = :job_id::bigint AND r.gate = :gate::text
                  AND r.consumed_at IS NULL) AS revision_pending;
@@ -42,3 +43,57 @@ FROM jobs
 WHERE user_id = :user_id::bigint
 ORDER BY created_at DESC, id DESC
 LIMIT :limit::integer;
+
+-- ---- time and cost (sql/008_costs.sql) ----------------------------------------------------------
+
+-- name: recent_work_seconds
+-- The median working time (its finished step runs, gates excluded) of the last :jobs jobs
+-- done with these :providers; NULL when there are none.
+WITH recent AS (
+    SELECT j.id FROM jobs j
+    WHERE j.state = 'done'
+      AND EXISTS (SELECT 1 FROM step_runs r
+                  WHERE r.job_id = j.id AND r.providers = :providers::text)
+    ORDER BY j.finished_at DESC, j.id DESC
+    LIMIT :jobs::integer
+), work AS (
+    SELECT sum(extract(epoch FROM r.finished_at - r.started_at)) AS seconds
+    FROM step_runs r JOIN recent ON recent.id = r.job_id
+    WHERE r.finished_at IS NOT NULL
+    GROUP BY r.job_id
+)
+SELECT (percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::float8 AS median_seconds,
+       count(*) AS jobs
+FROM work;
+
+-- name: recent_job_costs
+-- The cost and working time of the jobs recent_jobs lists.
+SELECT j.id,
+       (SELECT coalesce(sum(p.usd), 0) FROM provider_calls p WHERE p.job_id = j.id)::float8
+           AS usd,
+       (SELECT coalesce(sum(extract(epoch FROM r.finished_at - r.started_at)), 0)
+        FROM step_runs r WHERE r.job_id = j.id AND r.finished_at IS NOT NULL)::float8
+           AS work_seconds
+FROM jobs j
+WHERE j.user_id = :user_id::bigint
+ORDER BY j.created_at DESC, j.id DESC
+LIMIT :limit::integer;
+
+-- name: owner_stats
+-- The owner's /stats: jobs by state, the UTC day's cost, the job waiting longest at a gate,
+-- and the database size.
+SELECT (SELECT coalesce(jsonb_object_agg(state, jobs), '{}'::jsonb)
+        FROM (SELECT state, count(*) AS jobs FROM jobs GROUP BY state) s) AS jobs_by_state,
+       (SELECT coalesce(sum(usd), 0) FROM provider_calls
+        WHERE at >= date_trunc('day', now(), 'UTC'))::float8 AS usd_today,
+       (SELECT count(*) FROM provider_calls
+        WHERE at >= date_trunc('day', now(), 'UTC')) AS calls_today,
+       w.id AS waiting_id, w.gate AS waiting_gate, w.seconds AS waiting_seconds,
+       pg_database_size(current_database()) AS database_bytes
+FROM (SELECT 1) AS one
+LEFT JOIN LATERAL (
+    SELECT id, gate, extract(epoch FROM now() - updated_at)::float8 AS seconds
+    FROM jobs WHERE state = 'waiting'
+    ORDER BY updated_at, id
+    LIMIT 1
+) w ON true;

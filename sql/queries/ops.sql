@@ -62,3 +62,31 @@ ORDER BY bytes DESC, table_name;
 -- name: database_size
 -- The operator's stats and the worker's size warning.
 SELECT pg_database_size(current_database()) AS bytes;
+
+-- ---- time and cost (sql/008_costs.sql) ----------------------------------------------------------
+
+-- name: ops_job_steps
+-- Per step of a job, in the order they first ran: its runs, their working seconds, its
+-- provider calls and their estimated cost.
+WITH runs AS (
+    SELECT step, min(id) AS first_run, count(*) AS runs,
+           sum(extract(epoch FROM finished_at - started_at))::float8 AS seconds
+    FROM step_runs WHERE job_id = :id::bigint GROUP BY step
+), calls AS (
+    SELECT step, count(*) AS calls, sum(usd)::float8 AS usd,
+           string_agg(DISTINCT model, ',') AS models
+    FROM provider_calls WHERE job_id = :id::bigint GROUP BY step
+)
+SELECT coalesce(r.step, c.step) AS step, coalesce(r.runs, 0) AS runs, r.seconds,
+       coalesce(c.calls, 0) AS calls, coalesce(c.usd, 0)::float8 AS usd, c.models
+FROM runs r FULL JOIN calls c ON c.step = r.step
+ORDER BY r.first_run NULLS LAST, 1;
+
+-- name: ops_costs
+-- The bot's estimated spending: the current UTC day and all that is recorded.
+SELECT coalesce(sum(usd) FILTER (WHERE at >= date_trunc('day', now(), 'UTC')), 0)::float8
+           AS usd_today,
+       count(*) FILTER (WHERE at >= date_trunc('day', now(), 'UTC')) AS calls_today,
+       coalesce(sum(usd), 0)::float8 AS usd_total,
+       count(*) AS calls_total
+FROM provider_calls;

@@ -20,12 +20,25 @@ UNION ALL
 SELECT id, false AS created FROM jobs
 WHERE idempotency_key = :idempotency_key AND NOT EXISTS (SELECT 1 FROM inserted);
 
+-- name: lock_user_jobs
+-- Serialize user :user_id's new jobs until the transaction ends. Its own statement, before
+-- create_job_from_update: a statement's snapshot is taken when it starts, so only a later
+-- statement sees the job of a transaction that committed while this one waited for the lock.
+SELECT true AS locked
+FROM pg_advisory_xact_lock(hashtextextended(current_schema() || '.user_jobs.' || :user_id::bigint, 0));
+
 -- name: create_job_from_update
 -- The bot's job for a new description, in one statement: record the update (a redelivery stops
 -- here; telegram_updates is the bot's dedup record), unblock the chat (the user is talking to
 -- the bot again), check the user's limits, insert the job (a spoken description, with the
 -- voice message's :voice_file_id, starts at the step `transcribe`). outcome: created | duplicate |
--- too_many_active | daily_limit. The day is the UTC calendar day.
+-- too_many_active | daily_limit | rate_limit_hour | rate_limit_minute. The day is the UTC
+-- calendar day; the rate windows are the last minute and the last hour, counting the jobs the
+-- user created in them. Run after lock_user_jobs, in its transaction, so that two
+-- descriptions at the same instant take turns (queue.create_job_from_update does).
+-- retry_after: a rate limit's wait, in whole seconds until enough of the counted jobs leave
+-- the window(s). ahead: for a created job that cannot start at once because the
+-- :max_running generation slots are taken, the due jobs in line before it; else NULL.
 WITH recorded AS (
     INSERT INTO telegram_updates (update_id, kind) VALUES (:update_id::bigint, 'message')
     ON CONFLICT (update_id) DO NOTHING
@@ -35,35 +48,83 @@ WITH recorded AS (
     WHERE chat_id = :chat_id::bigint AND EXISTS (SELECT 1 FROM recorded)
 ), usage AS (
     SELECT count(*) FILTER (WHERE state IN ('queued', 'running', 'waiting')) AS active,
-           count(*) FILTER (WHERE created_at >= date_trunc('day', now(), 'UTC')) AS today
+           count(*) FILTER (WHERE created_at >= date_trunc('day', now(), 'UTC')) AS today,
+           count(*) FILTER (WHERE created_at > now() - interval '1 minute') AS last_minute,
+           count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour,
+           array_agg(created_at ORDER BY created_at)
+               FILTER (WHERE created_at > now() - interval '1 hour') AS hour_times
     FROM jobs
     WHERE user_id = :user_id::bigint
+), rate AS (
+    -- When each full window lets one more in: its (count - limit + 1)th oldest job leaves it
+    -- (hour_times ends with the minute's jobs, so both index it). GREATEST skips NULLs.
+    SELECT u.last_hour >= :per_hour::bigint AS hour_full,
+           u.last_minute >= :per_minute::bigint AS minute_full,
+           GREATEST(
+               CASE WHEN u.last_minute >= :per_minute::bigint
+                    THEN u.hour_times[(u.last_hour - :per_minute::bigint + 1)::integer]
+                         + interval '1 minute' END,
+               CASE WHEN u.last_hour >= :per_hour::bigint
+                    THEN u.hour_times[(u.last_hour - :per_hour::bigint + 1)::integer]
+                         + interval '1 hour' END) AS free_at
+    FROM usage u
+), line AS (
+    SELECT count(*) FILTER (WHERE state = 'running') AS running,
+           count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS due
+    FROM jobs
+    WHERE state IN ('queued', 'running')
 ), inserted AS (
-    INSERT INTO jobs (chat_id, user_id, language, description, max_attempts, voice_file_id, step)
+    -- created_at by the statement's now(), the clock the windows above are measured by.
+    INSERT INTO jobs (chat_id, user_id, language, description, max_attempts, voice_file_id, step,
+                      created_at)
     SELECT :chat_id::bigint, :user_id::bigint, :language::text, :description::text,
            :max_attempts::integer, :voice_file_id::text,
-           CASE WHEN :voice_file_id::text IS NULL THEN 'script' ELSE 'transcribe' END
-    FROM recorded, usage
+           CASE WHEN :voice_file_id::text IS NULL THEN 'script' ELSE 'transcribe' END, now()
+    FROM recorded, usage, rate
     WHERE usage.active < :max_active::bigint AND usage.today < :max_per_day::bigint
+      AND NOT rate.hour_full AND NOT rate.minute_full
     RETURNING id
 )
 SELECT CASE
          WHEN NOT EXISTS (SELECT 1 FROM recorded) THEN 'duplicate'
          WHEN EXISTS (SELECT 1 FROM inserted) THEN 'created'
          WHEN usage.active >= :max_active::bigint THEN 'too_many_active'
-         ELSE 'daily_limit'
+         WHEN usage.today >= :max_per_day::bigint THEN 'daily_limit'
+         WHEN rate.hour_full THEN 'rate_limit_hour'
+         ELSE 'rate_limit_minute'
        END AS outcome,
-       (SELECT id FROM inserted) AS job_id
-FROM usage;
+       (SELECT id FROM inserted) AS job_id,
+       CASE WHEN rate.free_at IS NOT NULL
+            THEN GREATEST(ceil(extract(epoch FROM rate.free_at - now())), 1)::integer
+       END AS retry_after,
+       CASE WHEN EXISTS (SELECT 1 FROM inserted)
+                 AND line.running + line.due >= :max_running::bigint
+            THEN line.due END AS ahead
+FROM usage, rate, line;
+
+-- name: lock_claims
+-- Claims take turns while a cap on running jobs holds (queue.claim): its own statement, before
+-- claim_jobs, so that the claim's count sees the jobs another worker claimed meanwhile.
+SELECT true AS locked FROM pg_advisory_xact_lock(hashtextextended(current_schema() || '.claims', 0));
 
 -- name: claim_jobs
 -- Take up to :n runnable jobs: queued and due (or asked to cancel), running with an expired
 -- lease (the worker died), or waiting at a gate that has a decision, a pending revision, or a
 -- passed deadline.
 -- A gate wake-up starts the next step afresh (attempts = 1); any other claim counts an attempt.
-WITH candidates AS (
+-- :max_running (NULL: no cap) caps the running jobs: a job that would start work waits in line,
+-- queued or waiting, while that many run. Taking over a running job (it is counted already) or
+-- acting on a cancel request is not capped. Run after lock_claims, in its transaction.
+-- A gate's decision is its first row under the gate's name or an alias (gate_approval_types).
+WITH busy AS (
+    SELECT count(*) AS running FROM jobs WHERE state = 'running'
+), candidates AS (
     SELECT j.id, j.state AS prev_state, j.gate AS prev_gate,
-           j.gate_deadline <= now() AS gate_expired
+           j.gate_deadline <= now() AS gate_expired,
+           j.run_at,
+           j.state = 'running' OR EXISTS (SELECT 1 FROM approval_statuses a
+                                          WHERE a.job_id = j.id::text
+                                            AND a.status = 'cancelled') AS uncapped
     FROM jobs j
     WHERE j.state IN ('queued', 'running', 'waiting')
       AND CASE j.state
@@ -74,13 +135,23 @@ WITH candidates AS (
             ELSE j.gate_deadline <= now()
                  OR EXISTS (SELECT 1 FROM approval_statuses a
                             WHERE a.job_id = j.id::text
-                              AND (a.approval_type = j.gate OR a.status = 'cancelled'))
+                              AND (a.approval_type = ANY (gate_approval_types(j.gate))
+                                   OR a.status = 'cancelled'))
                  OR EXISTS (SELECT 1 FROM job_revisions r
                             WHERE r.job_id = j.id AND r.gate = j.gate AND r.consumed_at IS NULL)
           END
+      AND (j.state = 'running'
+           OR :max_running::bigint IS NULL
+           OR (SELECT running FROM busy) < :max_running::bigint
+           OR EXISTS (SELECT 1 FROM approval_statuses a
+                      WHERE a.job_id = j.id::text AND a.status = 'cancelled'))
     ORDER BY j.run_at, j.id
     LIMIT :n
     FOR UPDATE SKIP LOCKED
+), chosen AS (
+    -- FOR UPDATE admits no window function: the free slots are handed out here, in line order.
+    SELECT c.*, count(*) FILTER (WHERE NOT c.uncapped) OVER (ORDER BY c.run_at, c.id) AS nth
+    FROM candidates c
 )
 UPDATE jobs j
 SET state = 'running',
@@ -90,13 +161,16 @@ SET state = 'running',
     gate = NULL,
     gate_deadline = NULL,
     updated_at = now()
-FROM candidates c
+FROM chosen c
 WHERE j.id = c.id
+  AND (c.uncapped OR :max_running::bigint IS NULL
+       OR c.nth <= :max_running::bigint - (SELECT running FROM busy))
 RETURNING j.id, j.chat_id, j.user_id, j.language, j.description, j.step, j.attempts,
           j.max_attempts, j.lease_token, j.checkpoints, j.gate_message_id, j.status_message_id,
           j.status_text, j.created_at, c.prev_state, c.prev_gate, c.gate_expired,
           (SELECT a.status FROM approval_statuses a
-           WHERE a.job_id = j.id::text AND a.approval_type = c.prev_gate) AS gate_decision,
+           WHERE a.job_id = j.id::text AND a.approval_type = ANY (gate_approval_types(c.prev_gate))
+           ORDER BY a.id LIMIT 1) AS gate_decision,
           EXISTS (SELECT 1 FROM approval_statuses a
                   WHERE a.job_id = j.id::text AND a.status = 'cancelled') AS cancel_requested;
 
@@ -329,3 +403,61 @@ SELECT (SELECT count(*) FROM doomed) AS jobs,
        (SELECT count(*) FROM job_events WHERE job_id IN (SELECT id FROM doomed)) AS job_events,
        (SELECT count(*) FROM approvals) AS approval_statuses,
        (SELECT count(*) FROM updates) AS telegram_updates;
+
+-- name: set_description
+-- A spoken description's text, heard by the step `transcribe`, becomes the job's description.
+UPDATE jobs SET description = :description, updated_at = now()
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id;
+
+-- ---- time and cost (sql/008_costs.sql) ----------------------------------------------------------
+
+-- name: begin_step_run
+-- The runner starts a step: fenced, so a worker that lost its lease records nothing.
+INSERT INTO step_runs (job_id, step, attempt, providers, started_at)
+SELECT id, :step::text, :attempt::integer, :providers::text, now() FROM jobs
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id;
+
+-- name: end_step_run
+-- The step returned or raised: :outcome is continue, gate (parked at a gate), parked (deferred),
+-- finished or stopped (an error, a cancel, a lost lease). Not fenced: the row is this run's own
+-- record, and a run that opened a gate or finished the job holds no lease any more.
+UPDATE step_runs SET finished_at = now(), outcome = :outcome::text
+WHERE id = :run_id::bigint AND finished_at IS NULL
+RETURNING id;
+
+-- name: record_provider_call
+-- What a provider call consumed and its estimated price; fenced like every write of a run.
+INSERT INTO provider_calls (job_id, step, kind, provider, model, units, usd, at)
+SELECT id, :step::text, :kind::text, :provider::text, :model::text, :units::jsonb,
+       :usd::numeric, now()
+FROM jobs
+WHERE id = :id AND lease_token = :token AND state = 'running'
+RETURNING id;
+
+-- name: job_cost
+SELECT coalesce(sum(usd), 0)::float8 AS usd FROM provider_calls WHERE job_id = :id::bigint;
+
+-- name: cost_today
+-- What the whole bot spent on the current UTC day.
+SELECT coalesce(sum(usd), 0)::float8 AS usd FROM provider_calls
+WHERE at >= date_trunc('day', now(), 'UTC');
+
+-- name: job_times
+-- A job's time in seconds: in all (until it finished, or now), deciding (from each gate's
+-- opening to the job's next run, or to its end, or now) and working (its finished step runs);
+-- and its cost.
+WITH runs AS (
+    SELECT outcome, finished_at, lead(started_at) OVER (ORDER BY id) AS next_start
+    FROM step_runs WHERE job_id = :id::bigint
+)
+SELECT extract(epoch FROM coalesce(j.finished_at, now()) - j.created_at)::float8 AS total_seconds,
+       coalesce((SELECT sum(extract(epoch FROM coalesce(r.next_start, j.finished_at, now())
+                                              - r.finished_at))
+                 FROM runs r WHERE r.outcome = 'gate'), 0)::float8 AS deciding_seconds,
+       coalesce((SELECT sum(extract(epoch FROM s.finished_at - s.started_at))
+                 FROM step_runs s WHERE s.job_id = j.id AND s.finished_at IS NOT NULL),
+                0)::float8 AS work_seconds,
+       (SELECT coalesce(sum(usd), 0) FROM provider_calls p WHERE p.job_id = j.id)::float8 AS usd
+FROM jobs j WHERE j.id = :id::bigint;
