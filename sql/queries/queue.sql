@@ -38,7 +38,8 @@ FROM pg_advisory_xact_lock(hashtextextended(current_schema() || '.user_jobs.' ||
 -- descriptions at the same instant take turns (queue.create_job_from_update does).
 -- retry_after: a rate limit's wait, in whole seconds until enough of the counted jobs leave
 -- the window(s). ahead: for a created job that cannot start at once because the
--- :max_running generation slots are taken, the due jobs in line before it; else NULL.
+-- :max_running generation slots are taken (running jobs and due jobs before it fill them), the
+-- due jobs in line before it; else NULL.
 WITH recorded AS (
     INSERT INTO telegram_updates (update_id, kind) VALUES (:update_id::bigint, 'message')
     ON CONFLICT (update_id) DO NOTHING
@@ -68,11 +69,6 @@ WITH recorded AS (
                     THEN u.hour_times[(u.last_hour - :per_hour::bigint + 1)::integer]
                          + interval '1 hour' END) AS free_at
     FROM usage u
-), line AS (
-    SELECT count(*) FILTER (WHERE state = 'running') AS running,
-           count(*) FILTER (WHERE state = 'queued' AND run_at <= now()) AS due
-    FROM jobs
-    WHERE state IN ('queued', 'running')
 ), inserted AS (
     -- created_at by the statement's now(), the clock the windows above are measured by.
     INSERT INTO jobs (chat_id, user_id, language, description, max_attempts, voice_file_id, step,
@@ -97,10 +93,16 @@ SELECT CASE
        CASE WHEN rate.free_at IS NOT NULL
             THEN GREATEST(ceil(extract(epoch FROM rate.free_at - now())), 1)::integer
        END AS retry_after,
+       -- The line is counted only when it is full: a check bounded by the cap first, so that
+       -- a backlog costs each new description nothing until the slots are all taken.
        CASE WHEN EXISTS (SELECT 1 FROM inserted)
-                 AND line.running + line.due >= :max_running::bigint
-            THEN line.due END AS ahead
-FROM usage, rate, line;
+                 AND (SELECT count(*) FROM (
+                         SELECT 1 FROM jobs
+                         WHERE state = 'running' OR (state = 'queued' AND run_at <= now())
+                         LIMIT :max_running::bigint) AS taken) >= :max_running::bigint
+            THEN (SELECT count(*) FROM jobs WHERE state = 'queued' AND run_at <= now())
+       END AS ahead
+FROM usage, rate;
 
 -- name: lock_claims
 -- Claims take turns while a cap on running jobs holds (queue.claim): its own statement, before
