@@ -15,6 +15,7 @@ from typing import Any
 from flask.testing import FlaskClient
 
 from functions.worker.main import run_tick, start
+from localapi import Reply
 from localapi.telegram_server import DEFAULT_TOKEN, TelegramServer
 from shared import db as dbmod
 from shared import queue
@@ -172,3 +173,23 @@ class DatabaseClock:
             f"UPDATE {self.db.schema}.test_clock SET offset_seconds = offset_seconds + :s",
             s=seconds,
         )
+
+
+def completion(content: str) -> Reply:
+    """A chat completion whose message says `content`, as OpenAI answers one."""
+    return Reply.json(
+        200,
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 0,
+            "model": "m",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "stop",
+                    "message": {"role": "assistant", "content": content, "refusal": None},
+                }
+            ],
+        },
+    )

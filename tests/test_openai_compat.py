@@ -34,6 +34,7 @@ from shared.providers.openai import (
     OpenAIVoice,
     extract_json_object,
 )
+from tests.support import completion
 
 API_KEY = "sk-proj-compat-secret-0123456789abcdef"
 DESCRIPTION = "A curious cat builds a rocket and flies to the moon to find cheese"
@@ -238,22 +239,7 @@ def test_unusable_content_is_logged_as_a_short_redacted_line(
     rambling = f"I cannot do JSON today.\n\nMy key is {API_KEY}.\n" + "blah " * 200
     server.respond_next(
         CHAT,
-        Reply.json(
-            200,
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 0,
-                "model": "m",
-                "choices": [
-                    {
-                        "index": 0,
-                        "finish_reason": "stop",
-                        "message": {"role": "assistant", "content": rambling},
-                    }
-                ],
-            },
-        ),
+        completion(rambling),
         times=3,
     )
     caplog.set_level(logging.WARNING, logger="shared.providers.openai")

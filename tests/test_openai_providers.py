@@ -26,6 +26,7 @@ from shared.providers.openai import (
     OpenAIVoice,
     generation_size,
 )
+from tests.support import completion
 
 API_KEY = "sk-proj-test-secret-abcdef0123456789"
 DESCRIPTION = "A curious cat builds a rocket and flies to the moon to find cheese"
@@ -57,25 +58,6 @@ def client(server: OpenAIServer, sleeps: list[float]) -> OpenAIClient:
 def plan() -> ScenePlan:
     scene = Scene("Narration.", "Text", "a cat in a rocket, watercolor", 5.0)
     return ScenePlan("Cat", "en", (scene, scene, scene))
-
-
-def completion(content: str) -> Reply:
-    return Reply.json(
-        200,
-        {
-            "id": "chatcmpl-1",
-            "object": "chat.completion",
-            "created": 0,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": content, "refusal": None},
-                }
-            ],
-        },
-    )
 
 
 def test_script_sends_a_strict_schema_and_returns_a_plan(

@@ -138,6 +138,32 @@ def _on_cancel(db: Database, update_id: int, sender: Sender) -> Reply:
     return send(sender, "cancelled_jobs", count=len(cancelled))
 
 
+def _create_job(
+    db: Database,
+    settings: Settings,
+    update_id: int,
+    sender: Sender,
+    description: str,
+    voice_file_id: str | None = None,
+) -> queue.NewJob:
+    """The job for a description, typed or spoken, under every limit the settings name."""
+    return queue.create_job_from_update(
+        db,
+        update_id=update_id,
+        chat_id=sender.chat_id,
+        user_id=sender.user_id,
+        language=sender.language,
+        description=description,
+        max_attempts=settings.job_max_attempts,
+        max_active=settings.max_active_jobs_per_user,
+        max_per_day=settings.max_jobs_per_day,
+        per_minute=settings.rate_limit_per_minute,
+        per_hour=settings.rate_limit_per_hour,
+        max_running=settings.max_concurrent_jobs,
+        voice_file_id=voice_file_id,
+    )
+
+
 def _on_description(
     db: Database, settings: Settings, update_id: int, sender: Sender, text: str
 ) -> Reply:
@@ -153,20 +179,7 @@ def _on_description(
             length=len(description),
             max_chars=settings.max_description_chars,
         )
-    created = queue.create_job_from_update(
-        db,
-        update_id=update_id,
-        chat_id=sender.chat_id,
-        user_id=sender.user_id,
-        language=sender.language,
-        description=description,
-        max_attempts=settings.job_max_attempts,
-        max_active=settings.max_active_jobs_per_user,
-        max_per_day=settings.max_jobs_per_day,
-        per_minute=settings.rate_limit_per_minute,
-        per_hour=settings.rate_limit_per_hour,
-        max_running=settings.max_concurrent_jobs,
-    )
+    created = _create_job(db, settings, update_id, sender, description)
     log.info(
         "description update_id=%s chat=%s outcome=%s job=%s",
         update_id,
@@ -286,21 +299,7 @@ def _on_voice(
             size_mb=f"{file_size / 1024 / 1024:.1f}",
             limit_mb=MAX_DOWNLOAD_BYTES // 1024 // 1024,
         )
-    created = queue.create_job_from_update(
-        db,
-        update_id=update_id,
-        chat_id=sender.chat_id,
-        user_id=sender.user_id,
-        language=sender.language,
-        description=VOICE_PLACEHOLDER,
-        max_attempts=settings.job_max_attempts,
-        max_active=settings.max_active_jobs_per_user,
-        max_per_day=settings.max_jobs_per_day,
-        per_minute=settings.rate_limit_per_minute,
-        per_hour=settings.rate_limit_per_hour,
-        max_running=settings.max_concurrent_jobs,
-        voice_file_id=file_id,
-    )
+    created = _create_job(db, settings, update_id, sender, VOICE_PLACEHOLDER, file_id)
     log.info(
         "voice description update_id=%s chat=%s kind=%s outcome=%s job=%s",
         update_id,
