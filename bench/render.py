@@ -69,7 +69,7 @@ def prepare_inputs(work_dir: Path) -> tuple[ScenePlan, list[Path], list[Path], l
     for index, scene in enumerate(plan.scenes):
         image, audio = work_dir / f"scene_{index}.png", work_dir / f"scene_{index}.wav"
         visuals.draw(plan, index, SIZE, image)
-        durations.append(voice.speak(scene.narration, plan.language, audio))
+        durations.append(voice.speak(scene.narration, plan.language, audio).seconds)
         images.append(image)
         audios.append(audio)
     return plan, images, audios, durations

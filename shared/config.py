@@ -17,11 +17,17 @@ from typing import Mapping
 from shared.errors import ConfigurationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-GATES = ("script", "images")
+GATES = ("script", "images", "videos")
 GATE_ALIASES = {"storyboard": "images"}
 """Old gate names still honoured: in APPROVAL_GATES, in buttons already sent, in decision rows."""
-VIDEO_FORMATS = {"9:16": (720, 1280), "16:9": (1280, 720), "1:1": (1080, 1080)}
+VIDEO_FORMATS = {"9:16": (720, 1280), "16:9": (1280, 720), "1:1": (720, 720)}
+"""Frame sizes at VIDEO_RESOLUTION 720 (the short side); 1080 scales them by 1.5."""
+VIDEO_RESOLUTIONS = ("720", "1080")
 PROVIDER_NAMES = ("local", "openai")
+VISUALS_PROVIDERS = ("local", "openai", "runway")
+ANIMATION_PROVIDERS = ("local", "runway", "fal", "none")
+CAPTION_STYLES = ("karaoke", "words", "sentence", "off")
+MUSIC_CHOICES = ("generated", "dir", "off")
 _SCHEMA_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _TELEGRAM_SECRET_RE = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
@@ -63,6 +69,24 @@ class Settings:
     video_seconds: int = 30
     video_format: str = "9:16"
     video_fps: int = 30
+    video_resolution: int = 1080
+
+    animation_provider: str = "local"
+    animation_concurrency: int = 4
+    animation_timeout_seconds: float = 600.0
+    animation_poll_seconds: float = 5.0
+    runway_api_key: str = ""
+    runway_api_base: str = "https://api.dev.runwayml.com"
+    runway_api_version: str = "2024-11-06"
+    runway_video_model: str = "gen4_turbo"
+    runway_image_model: str = "gen4_image"
+    fal_key: str = ""
+    fal_queue_base: str = "https://queue.fal.run"
+    fal_video_model: str = "fal-ai/kling-video/v2.1/standard/image-to-video"
+
+    caption_style: str = "karaoke"
+    music: str = "generated"
+    music_dir: Path | None = None
 
     script_provider: str = "local"
     voice_provider: str = "local"
@@ -86,8 +110,10 @@ class Settings:
 
     @property
     def video_size(self) -> tuple[int, int]:
-        """(width, height) in pixels for `video_format`."""
-        return VIDEO_FORMATS[self.video_format]
+        """(width, height) in pixels for `video_format` at `video_resolution` (its short side)."""
+        width, height = VIDEO_FORMATS[self.video_format]
+        scale = self.video_resolution / 720
+        return int(width * scale) // 2 * 2, int(height * scale) // 2 * 2
 
     @property
     def webhook_secret_token(self) -> str:
@@ -103,7 +129,7 @@ class Settings:
     def providers_label(self) -> str:
         return (
             f"script:{self.script_provider},voice:{self.voice_provider},"
-            f"visuals:{self.visuals_provider}"
+            f"visuals:{self.visuals_provider},animation:{self.animation_provider}"
         )
 
 
@@ -187,6 +213,15 @@ def _gates(raw: str | None) -> tuple[str, ...]:
     return tuple(gate for gate in GATES if gate in names)
 
 
+def _music(env: Mapping[str, str]) -> str:
+    """MUSIC, which is `dir` by default when MUSIC_DIR names a directory of tracks."""
+    music_dir = env.get("MUSIC_DIR", "").strip()
+    music = _choice(env, "MUSIC", "dir" if music_dir else "generated", MUSIC_CHOICES)
+    if music == "dir" and not (music_dir and Path(music_dir).expanduser().is_dir()):
+        raise ConfigError(f"MUSIC=dir needs MUSIC_DIR to name a directory; got {music_dir!r}")
+    return music
+
+
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     """Build `Settings` from `env` (default: the process environment)."""
     env = os.environ if env is None else env
@@ -227,9 +262,32 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         video_seconds=_int(env, "VIDEO_SECONDS", 30, minimum=5),
         video_format=_choice(env, "VIDEO_FORMAT", "9:16", tuple(VIDEO_FORMATS)),
         video_fps=_int(env, "VIDEO_FPS", 30, minimum=1),
+        video_resolution=int(_choice(env, "VIDEO_RESOLUTION", "1080", VIDEO_RESOLUTIONS)),
+        animation_provider=_choice(env, "ANIMATION_PROVIDER", "local", ANIMATION_PROVIDERS),
+        animation_concurrency=_int(env, "ANIMATION_CONCURRENCY", 4, minimum=1),
+        animation_timeout_seconds=_float(env, "ANIMATION_TIMEOUT_SECONDS", 600.0, minimum=1.0),
+        animation_poll_seconds=_float(env, "ANIMATION_POLL_SECONDS", 5.0, minimum=0.05),
+        runway_api_key=env.get("RUNWAY_API_KEY", "").strip(),
+        runway_api_base=(
+            env.get("RUNWAY_API_BASE", "").strip() or "https://api.dev.runwayml.com"
+        ).rstrip("/"),
+        runway_api_version=env.get("RUNWAY_API_VERSION", "").strip() or "2024-11-06",
+        runway_video_model=env.get("RUNWAY_VIDEO_MODEL", "").strip() or "gen4_turbo",
+        runway_image_model=env.get("RUNWAY_IMAGE_MODEL", "").strip() or "gen4_image",
+        fal_key=env.get("FAL_KEY", "").strip(),
+        fal_queue_base=(env.get("FAL_QUEUE_BASE", "").strip() or "https://queue.fal.run").rstrip(
+            "/"
+        ),
+        fal_video_model=(
+            env.get("FAL_VIDEO_MODEL", "").strip()
+            or "fal-ai/kling-video/v2.1/standard/image-to-video"
+        ),
+        caption_style=_choice(env, "CAPTION_STYLE", "karaoke", CAPTION_STYLES),
+        music=_music(env),
+        music_dir=_path(env, "MUSIC_DIR"),
         script_provider=_choice(env, "SCRIPT_PROVIDER", "local", PROVIDER_NAMES),
         voice_provider=_choice(env, "VOICE_PROVIDER", "local", PROVIDER_NAMES),
-        visuals_provider=_choice(env, "VISUALS_PROVIDER", "local", PROVIDER_NAMES),
+        visuals_provider=_choice(env, "VISUALS_PROVIDER", "local", VISUALS_PROVIDERS),
         openai_base_url=(
             env.get("OPENAI_BASE_URL", "").strip() or "https://api.openai.com/v1"
         ).rstrip("/"),

@@ -106,6 +106,8 @@ def worker_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str
         TELEGRAM_BOT_TOKEN=telegram.token,
         TELEGRAM_API_BASE=telegram.base_url,
         VIDEO_SECONDS="8",
+        VIDEO_RESOLUTION="720",
+        ANIMATION_PROVIDER="none",
         RETRY_BASE_SECONDS="0",
         WORKER_MAX_SECONDS="120",
     )

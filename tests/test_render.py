@@ -55,7 +55,7 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
         images.append(directory / f"scene_{index}.png")
         audios.append(directory / f"scene_{index}.wav")
         LocalVisuals().draw(plan, index, SIZE, images[-1])
-        durations.append(LocalVoice().speak(scene.narration, "ru", audios[-1]))
+        durations.append(LocalVoice().speak(scene.narration, "ru", audios[-1]).seconds)
     progress: list[float] = []
     work_dir = directory / "work"
     result = render_video(

@@ -39,7 +39,9 @@ def run_tick(
         jobs = queue.claim(database, 1, settings.worker_lease_seconds, settings.max_concurrent_jobs)
         if not jobs:
             break
-        run_job(JobContext(settings, database, telegram, providers, jobs[0]))
+        run_job(
+            JobContext(settings, database, telegram, providers, jobs[0], deadline=stop_claiming_at)
+        )
         ran += 1
     return ran
 

@@ -83,6 +83,9 @@ class JobContext:
     providers: Providers
     job: queue.ClaimedJob
     heartbeat: Heartbeat | None = None
+    deadline: float | None = None
+    """time.monotonic() by which the run wants to stop; a step that waits on remote work parks
+    the job rather than wait past it."""
 
     def __post_init__(self) -> None:
         self.status = StatusMessage(self)

@@ -18,11 +18,14 @@ from shared.buttons import gate_keyboard, resend_keyboard
 from shared.costs import script_units, speech_units
 from shared.errors import OutcomeUnknown, OwnerActionNeeded, PermanentError, TransientError
 from shared.media import audio_duration
+from shared.pipeline import timings
 from shared.pipeline.job import ChatAction, JobContext
 from shared.pipeline.render import render_video
 from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.table import DONE, Gate, Next, Step, Table
+from shared.pipeline.timings import word_timings
 from shared.plan import ScenePlan, parse_edited_script
+from shared.providers.base import Speech
 from shared.telegram import ChatBlocked, RateLimited, TelegramError, fit_text
 from shared.texts import format_duration, script_message, t
 
@@ -151,6 +154,7 @@ def step_media(ctx: JobContext) -> Next:
         else set()
     )
     made = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
+    timed = queue.load_artifacts(ctx.db, ctx.job.id, "words/")
     stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/")
     durations: list[float] = []
     with _work_dir(ctx) as tmp:
@@ -158,16 +162,27 @@ def step_media(ctx: JobContext) -> Next:
         for index, scene in enumerate(plan.scenes):
             ctx.status.show("progress_voice", pct=100 * index // len(plan.scenes))
             name = f"voice/{index:02d}.wav"
+            words_name = f"words/{index:02d}.json"
             path = work / f"voice-{index:02d}.wav"
-            if name in made:
+            if name in made and words_name in timed:
                 path.write_bytes(made[name])
                 durations.append(audio_duration(path))
                 continue
-            ctx.meter.check("voice", speech_units(scene.narration))
-            durations.append(ctx.providers.voice.speak(scene.narration, ctx.language, path))
-            ctx.meter.record("voice", speech_units(scene.narration, durations[-1]))
+            if name in made:  # spoken before the timings were kept: time the words now
+                path.write_bytes(made[name])
+                speech = Speech(audio_duration(path))
+            else:
+                ctx.meter.check("voice", speech_units(scene.narration))
+                speech = ctx.providers.voice.speak(scene.narration, ctx.language, path)
+                ctx.meter.record("voice", speech_units(scene.narration, speech.seconds))
+                ctx.check()
+                queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
+            durations.append(speech.seconds)
+            words = word_timings(
+                speech, scene.narration, path, ctx.language, ctx.providers.transcriber
+            )
             ctx.check()
-            queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
+            queue.save_artifact(ctx.db, ctx.job, words_name, timings.dumps(words))
         for index in range(len(plan.scenes)):
             name = f"image/{index:02d}.png"
             if index in drawn and name in stills:
@@ -433,7 +448,7 @@ TABLE = Table(
         then="media",
         opens=Gate("script", redoes="script", show=show_script),
     ),
-    Step("media", step_media, then="review_images", makes=("voice/", "image/")),
+    Step("media", step_media, then="review_images", makes=("voice/", "words/", "image/")),
     Step(
         "review_images",
         step_review,

@@ -1,4 +1,4 @@
-"""Pick the script, voice, visuals and transcription providers named in the settings.
+"""Pick the script, voice, visuals, animation and transcription providers named in the settings.
 
 Provider modules are imported only when chosen, so a local-only setup never loads the OpenAI
 code, and an all-OpenAI setup never loads espeak-ng (only `local_voice` imports it).
@@ -9,10 +9,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, NamedTuple
 
 from shared.config import ConfigError, Settings
-from shared.providers.base import ScriptProvider, Transcriber, VisualsProvider, VoiceProvider
+from shared.providers.base import (
+    LocalAnimator,
+    RemoteAnimator,
+    ScriptProvider,
+    Transcriber,
+    VisualsProvider,
+    VoiceProvider,
+)
 
 if TYPE_CHECKING:
     from shared.providers.openai import OpenAIClient
+    from shared.providers.runway import RunwayClient
 
 
 class Providers(NamedTuple):
@@ -22,6 +30,8 @@ class Providers(NamedTuple):
     transcriber: Transcriber | None = None
     """Hears spoken descriptions; None when TRANSCRIBE_PROVIDER is local (no offline speech
     recognition: the webhook asks the user to type instead)."""
+    animator: RemoteAnimator | LocalAnimator | None = None
+    """Brings the stills to life (ANIMATION_PROVIDER); None for `none`: stills with a pan."""
 
 
 def make_providers(settings: Settings) -> Providers:
@@ -37,6 +47,7 @@ def make_providers(settings: Settings) -> Providers:
         voice=_voice_provider(settings, client),
         visuals=_visuals_provider(settings, client),
         transcriber=_transcriber(settings, client),
+        animator=_animator(settings),
     )
 
 
@@ -87,6 +98,10 @@ def _voice_provider(settings: Settings, client: "OpenAIClient | None") -> VoiceP
 
 
 def _visuals_provider(settings: Settings, client: "OpenAIClient | None") -> VisualsProvider:
+    if settings.visuals_provider == "runway":
+        from shared.providers.runway import RunwayVisuals
+
+        return RunwayVisuals(_runway_client(settings), settings.runway_image_model)
     if settings.visuals_provider == "openai" and client is not None:
         from shared.providers.openai import OpenAIVisuals
 
@@ -102,3 +117,38 @@ def _transcriber(settings: Settings, client: "OpenAIClient | None") -> Transcrib
 
         return OpenAITranscriber(client, settings.openai_transcribe_model)
     return None
+
+
+def _runway_client(settings: Settings) -> "RunwayClient":
+    if not settings.runway_api_key:
+        raise ConfigError(
+            "Runway is chosen (ANIMATION_PROVIDER or VISUALS_PROVIDER), but RUNWAY_API_KEY is "
+            "empty; set the key or choose another provider"
+        )
+    from shared.providers.runway import RunwayClient
+
+    return RunwayClient(
+        settings.runway_api_base, settings.runway_api_key, settings.runway_api_version
+    )
+
+
+def _animator(settings: Settings) -> RemoteAnimator | LocalAnimator | None:
+    provider = settings.animation_provider
+    if provider == "none":
+        return None
+    if provider == "runway":
+        from shared.providers.runway import RunwayAnimator
+
+        return RunwayAnimator(_runway_client(settings), settings.runway_video_model)
+    if provider == "fal":
+        if not settings.fal_key:
+            raise ConfigError(
+                "ANIMATION_PROVIDER=fal, but FAL_KEY is empty; set the key or choose another "
+                "provider"
+            )
+        from shared.providers.fal import FalAnimator
+
+        return FalAnimator(settings.fal_queue_base, settings.fal_key, settings.fal_video_model)
+    from shared.providers.local_animation import LocalAnimation
+
+    return LocalAnimation()

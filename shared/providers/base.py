@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from shared.plan import Scene, ScenePlan
 
@@ -15,9 +15,26 @@ class ScriptProvider(Protocol):
         `variant` counts the user's "regenerate" presses: each must give a different take."""
 
 
+class WordTiming(NamedTuple):
+    """A word of the narration and when it is spoken, in seconds from the start of its audio."""
+
+    word: str
+    start: float
+    end: float
+
+
+class Speech(NamedTuple):
+    """What a voice provider made: the audio's length in seconds, and when each word is said
+    (None when the provider cannot tell; shared.pipeline.timings aligns them then)."""
+
+    seconds: float
+    words: tuple[WordTiming, ...] | None = None
+
+
 class VoiceProvider(Protocol):
-    def speak(self, text: str, language: str, out_path: Path) -> float:
-        """Write the narration of `text` as an audio file at `out_path`; return its seconds."""
+    def speak(self, text: str, language: str, out_path: Path) -> Speech:
+        """Write the narration of `text` as an audio file at `out_path`; return its seconds and,
+        where the provider knows them, its word timings."""
 
 
 class VisualsProvider(Protocol):
@@ -34,7 +51,69 @@ class Transcriber(Protocol):
         `language` ('ru' or 'en') is a hint."""
 
 
+class AnimationStatus(NamedTuple):
+    """A remote animation task as its provider reports it: `state` is 'running', 'succeeded' or
+    'failed'; `output_url` is set when it succeeded, `error` when it failed; `progress` (0..1)
+    when the provider says."""
+
+    state: str
+    output_url: str | None = None
+    error: str | None = None
+    progress: float | None = None
+
+
+class RemoteAnimator(Protocol):
+    """A paid image-to-video service that runs tasks remotely (Runway, fal.ai).
+
+    `submit` sends one still and returns the task's handle: a JSON-serialisable dict with at
+    least "id", and whatever else polling needs (fal's status and response URLs). The caller
+    records the handle at once; `status`, `download` and `cancel` take only recorded handles.
+    `submit` raises shared.errors.OutcomeUnknown when the request may have reached the service
+    but no answer came back (it must not be sent again blindly), TransientError when it surely
+    did not (a connection never opened, a 429, a 5xx before the task existed) and PermanentError
+    or OwnerActionNeeded when it was refused."""
+
+    name: str
+    model: str
+
+    def submit(self, still: Path, prompt: str, seconds: float, size: tuple[int, int]) -> dict: ...
+
+    def status(self, handle: dict) -> AnimationStatus: ...
+
+    def download(self, status: AnimationStatus, out_path: Path) -> None: ...
+
+    def cancel(self, handle: dict) -> None:
+        """Best effort: ask the service to stop a task whose clip is no longer wanted."""
+
+    def billed_seconds(self, seconds: float) -> float:
+        """The seconds of video a task for a `seconds`-long scene asks for (and is billed)."""
+        ...
+
+
+class LocalAnimator(Protocol):
+    """Motion made on this machine (ffmpeg or Pillow), synchronously and for free."""
+
+    def animate(
+        self,
+        still: Path,
+        plan: ScenePlan,
+        index: int,
+        seconds: float,
+        size: tuple[int, int],
+        fps: int,
+        out_path: Path,
+        variant: int = 0,
+    ) -> None:
+        """Write an H.264 MP4 clip of `seconds` at `size` and `fps` that brings the scene's
+        still to life."""
+
+
 __all__ = [
+    "AnimationStatus",
+    "LocalAnimator",
+    "RemoteAnimator",
+    "Speech",
+    "WordTiming",
     "Scene",
     "ScenePlan",
     "ScriptProvider",

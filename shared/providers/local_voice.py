@@ -13,6 +13,8 @@ from pathlib import Path
 
 import espeakng_loader
 
+from shared.providers.base import Speech
+
 logger = logging.getLogger(__name__)
 
 ESPEAK_VOICES = {"ru": "ru", "en": "en"}
@@ -109,7 +111,7 @@ class LocalVoice:
     def __init__(self, words_per_minute: int = 155) -> None:
         self.words_per_minute = words_per_minute
 
-    def speak(self, text: str, language: str, out_path: Path) -> float:
+    def speak(self, text: str, language: str, out_path: Path) -> Speech:
         if not text or not text.strip():
             raise ValueError("nothing to speak: the text is empty")
         voice = ESPEAK_VOICES.get(language)
@@ -131,7 +133,7 @@ class LocalVoice:
         logger.info(
             "local voice spoken language=%s seconds=%.2f path=%s", language, seconds, out_path
         )
-        return seconds
+        return Speech(seconds)
 
     @staticmethod
     def _with_silence(pcm: bytes, sample_rate: int) -> bytes:

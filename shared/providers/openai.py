@@ -31,6 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from shared.errors import OwnerActionNeeded, PermanentError
 from shared.http import HttpClient, RetryPolicy, UploadFile, should_retry
 from shared.plan import MAX_SCENES, MIN_SCENES, ScenePlan
+from shared.providers.base import Speech
 
 log = logging.getLogger(__name__)
 
@@ -475,8 +476,8 @@ class OpenAIVoice:
         self._model = model
         self._voice = voice
 
-    def speak(self, text: str, language: str, out_path: Path) -> float:
-        """Write the narration to `out_path` as WAV and return its length in seconds."""
+    def speak(self, text: str, language: str, out_path: Path) -> Speech:
+        """Write the narration to `out_path` as WAV; the speech API gives no word timings."""
         response = self._client.post(
             "/audio/speech",
             {
@@ -486,7 +487,7 @@ class OpenAIVoice:
                 "response_format": "wav",
             },
         )
-        return _save_wav(response.content, Path(out_path))
+        return Speech(_save_wav(response.content, Path(out_path)))
 
 
 def _save_wav(audio: bytes, out_path: Path) -> float:
