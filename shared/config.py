@@ -98,6 +98,7 @@ class Settings:
     openai_tts_voice: str = "alloy"
     openai_image_model: str = "gpt-image-1"
     openai_transcribe_model: str = "gpt-4o-mini-transcribe"
+    openai_align_model: str = "whisper-1"
     transcribe_provider: str = "local"
     prices_file: Path | None = None
     job_cost_limit_usd: float | None = None
@@ -299,6 +300,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         openai_transcribe_model=(
             env.get("OPENAI_TRANSCRIBE_MODEL", "").strip() or "gpt-4o-mini-transcribe"
         ),
+        openai_align_model=env.get("OPENAI_ALIGN_MODEL", "").strip() or "whisper-1",
         transcribe_provider=_choice(env, "TRANSCRIBE_PROVIDER", "local", PROVIDER_NAMES),
         prices_file=_path(env, "PRICES_FILE"),
         job_cost_limit_usd=_optional_float(env, "JOB_COST_LIMIT_USD"),
