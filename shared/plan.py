@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 MIN_SCENES = 3
 MAX_SCENES = 8
+MOODS = ("calm", "warm", "upbeat", "epic", "dark")
+"""The moods a script may suggest for its music (MUSIC_DIR may hold a folder per mood)."""
 ELLIPSIS = "…"
 
 
@@ -25,13 +27,18 @@ class ScenePlan:
     title: str
     language: str
     scenes: tuple[Scene, ...]
+    mood: str | None = None
+    """One of MOODS when the script provider suggested one, for the music."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "title": self.title,
             "language": self.language,
             "scenes": [asdict(scene) for scene in self.scenes],
         }
+        if self.mood:
+            data["mood"] = self.mood
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScenePlan":
@@ -46,8 +53,12 @@ class ScenePlan:
                 )
                 for s in data["scenes"]
             )
+            mood = str(data.get("mood") or "").strip().lower()
             plan = cls(
-                title=str(data["title"]).strip(), language=str(data["language"]), scenes=scenes
+                title=str(data["title"]).strip(),
+                language=str(data["language"]),
+                scenes=scenes,
+                mood=mood if mood in MOODS else None,
             )
         except (KeyError, TypeError) as exc:
             raise ValueError(f"scene plan is missing a field: {exc}") from None

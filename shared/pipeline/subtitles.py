@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Sequence
 
 from shared.plan import Scene
+from shared.providers.base import WordTiming
 
 logger = logging.getLogger(__name__)
 
@@ -160,4 +161,33 @@ def write_ass(
     document = build_ass(scenes, durations, size, gap_seconds=gap_seconds)
     out_path.write_text(document, encoding="utf-8")
     logger.info("subtitles written scenes=%d path=%s", len(scenes), out_path)
+    return out_path
+
+
+def write_captions(
+    scenes: Sequence[Scene],
+    words: Sequence[Sequence[WordTiming]],
+    starts: Sequence[float],
+    size: tuple[int, int],
+    style: str,
+    out_path: Path,
+) -> Path | None:
+    """An ASS file at out_path with the captions of `style` ("karaoke", "words", "sentence",
+    "off"); None for "off"."""
+    if style == "off":
+        return None
+    events: list[str] = []
+    for scene_words, start in zip(words, starts):
+        index = 0
+        for chunk in caption_chunks(" ".join(w.word for w in scene_words)):
+            count = len(chunk.split())
+            group = scene_words[index : index + count]
+            index += count
+            events.append(
+                f"Dialogue: 0,{_timestamp(start + group[0].start)},"
+                f"{_timestamp(start + group[-1].end)},Caption,,0,0,0,,{escape_ass_text(chunk)}"
+            )
+    out_path = Path(out_path)
+    out_path.write_text(_header(size) + "\n" + "\n".join(events) + "\n", encoding="utf-8")
+    logger.info("captions written style=%s scenes=%d path=%s", style, len(scenes), out_path)
     return out_path
