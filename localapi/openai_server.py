@@ -8,7 +8,9 @@ Routes (under `/v1`, so `start()` returns a base URL ending in `/v1`, like OPENA
 - POST /images/generations: `b64_json` of a real PNG drawn with Pillow at the requested size;
 - POST /audio/transcriptions (multipart): the transcript registered for the file's bytes with
   `add_transcript` (none: nothing heard), as json, text, verbose_json, srt or vtt; the 25 MB
-  limit and the supported file formats as OpenAI answers them.
+  limit and the supported file formats as OpenAI answers them. whisper-1 also gives word
+  timestamps (`response_format=verbose_json`, `timestamp_granularities[]=word`): the ones
+  registered with the transcript, else its words spread over the sound in the WAV.
 Every route needs `Authorization: Bearer <api_key>` and answers errors with OpenAI's error body.
 Faults: `fail_next(path, status)`, `bad_json_next(n)`, `respond_next(path, ...)`, and `delay`
 (seconds every answer waits, to play a hung server).
@@ -34,7 +36,7 @@ import wave
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -61,6 +63,8 @@ MAX_TRANSCRIPTION_BYTES = 25 * 1024 * 1024
 TRANSCRIPTION_FORMATS = ("flac", "m4a", "mp3", "mp4", "mpeg", "mpga", "oga", "ogg", "wav", "webm")
 TRANSCRIPTION_RESPONSES = ("json", "text", "srt", "verbose_json", "vtt")
 LANGUAGE_NAMES = {"en": "english", "ru": "russian", "de": "german", "ja": "japanese"}
+TIMESTAMP_GRANULARITIES = ("word", "segment")
+SOUND_LEVEL = 500
 
 
 class OpenAIError(Exception):
@@ -258,7 +262,7 @@ class OpenAIServer(LocalServer):
             "/v1/images/generations": self._images,
             "/v1/audio/transcriptions": self._transcriptions,
         }
-        self._transcripts: dict[str, tuple[str, str]] = {}
+        self._transcripts: dict[str, Transcript] = {}
 
     def start(self) -> str:
         """Start serving; return the API base URL (ending in `/v1`)."""
@@ -291,11 +295,19 @@ class OpenAIServer(LocalServer):
         with self._lock:
             self._bad_json_left += count
 
-    def add_transcript(self, audio: bytes, text: str, language: str = "en") -> None:
+    def add_transcript(
+        self,
+        audio: bytes,
+        text: str,
+        language: str = "en",
+        words: Sequence[tuple[str, float, float]] | None = None,
+    ) -> None:
         """What `/audio/transcriptions` hears in `audio` (by its bytes): `text`, spoken in
-        `language` (an ISO-639-1 code)."""
+        `language` (an ISO-639-1 code), and for word timestamps `words` as (word, start, end)
+        seconds (None: the text's words spread over the sound in the audio)."""
+        timed = tuple((str(w), float(a), float(b)) for w, a, b in words) if words else None
         with self._lock:
-            self._transcripts[hashlib.sha256(audio).hexdigest()] = (text, language)
+            self._transcripts[hashlib.sha256(audio).hexdigest()] = Transcript(text, language, timed)
 
     # ---- HTTP entry point ---------------------------------------------------------------------
 
@@ -496,6 +508,7 @@ class OpenAIServer(LocalServer):
                 param="response_format",
                 code="unsupported_value",
             )
+        granularities = _granularities(body, model, response_format)
         hint = body.get("language")
         if hint is not None and not re.fullmatch(r"[a-z]{2}", str(hint)):
             raise OpenAIError(
@@ -506,30 +519,106 @@ class OpenAIServer(LocalServer):
                 code="invalid_value",
             )
         with self._lock:
-            text, language = self._transcripts.get(
-                hashlib.sha256(upload.content).hexdigest(), ("", str(hint or "en"))
+            heard = self._transcripts.get(
+                hashlib.sha256(upload.content).hexdigest(), Transcript("", str(hint or "en"))
             )
+        text, language = heard.text, heard.language
         seconds = _audio_seconds(upload.content)
         if response_format == "text":
             return Reply(200, f"{text}\n".encode(), "text/plain; charset=utf-8")
         if response_format in ("srt", "vtt"):
             return Reply(200, _subtitles(text, seconds, response_format).encode(), "text/plain")
         if response_format == "verbose_json":
-            segment = {"id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": f" {text}"}
-            return Reply.json(
-                200,
-                {
-                    "task": "transcribe",
-                    "language": LANGUAGE_NAMES.get(language, language),
-                    "duration": seconds,
-                    "text": text,
-                    "segments": [segment] if text else [],
-                    "usage": {"type": "duration", "seconds": math.ceil(seconds)},
-                },
-            )
+            verbose: dict[str, Any] = {
+                "task": "transcribe",
+                "language": LANGUAGE_NAMES.get(language, language),
+                "duration": seconds,
+                "text": text,
+            }
+            if "word" in granularities:
+                verbose["words"] = [
+                    {"word": word, "start": round(start, 2), "end": round(end, 2)}
+                    for word, start, end in heard.words or _spread(text, upload.content)
+                ]
+            if "segment" in granularities:
+                segment = {"id": 0, "seek": 0, "start": 0.0, "end": seconds, "text": f" {text}"}
+                verbose["segments"] = [segment] if text else []
+            verbose["usage"] = {"type": "duration", "seconds": math.ceil(seconds)}
+            return Reply.json(200, verbose)
         return Reply.json(
             200, {"text": text, "usage": {"type": "duration", "seconds": math.ceil(seconds)}}
         )
+
+
+class Transcript(NamedTuple):
+    text: str
+    language: str
+    words: tuple[tuple[str, float, float], ...] | None = None
+
+
+def _granularities(body: dict[str, Any], model: str, response_format: str) -> tuple[str, ...]:
+    """The `timestamp_granularities[]` asked for (segments when none are), refused like OpenAI
+    does: only whisper-1 gives timestamps, and only as verbose_json."""
+    value = body.get("timestamp_granularities[]", body.get("timestamp_granularities"))
+    if value is None:
+        return ("segment",)
+    asked = tuple(value) if isinstance(value, list) else (str(value),)
+    for name in asked:
+        if name not in TIMESTAMP_GRANULARITIES:
+            raise OpenAIError(
+                400,
+                f"Invalid value: '{name}'. Supported values are: 'word' and 'segment'.",
+                param="timestamp_granularities[]",
+                code="invalid_value",
+            )
+    if model.startswith("gpt-"):
+        raise OpenAIError(
+            400,
+            f"timestamp_granularities is not supported for model '{model}'. Use 'whisper-1' "
+            "for timestamps.",
+            param="timestamp_granularities",
+            code="unsupported_value",
+        )
+    if response_format != "verbose_json":
+        raise OpenAIError(
+            400,
+            "timestamp_granularities is only supported with response_format 'verbose_json'.",
+            param="timestamp_granularities",
+            code="unsupported_value",
+        )
+    return asked
+
+
+def _spread(text: str, audio: bytes) -> list[tuple[str, float, float]]:
+    """The words of `text` spread by length over the sound in `audio` (a 16-bit WAV), from the
+    first sample louder than SOUND_LEVEL to the last; nothing for audio it does not decode."""
+    try:
+        with wave.open(io.BytesIO(audio), "rb") as reader:
+            rate, width, channels = (
+                reader.getframerate(),
+                reader.getsampwidth(),
+                reader.getnchannels(),
+            )
+            frames = reader.readframes(reader.getnframes())
+    except (wave.Error, EOFError):
+        return []
+    if width != 2:
+        return []
+    samples = array.array("h", frames[: len(frames) // 2 * 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    loud = [index for index, sample in enumerate(samples) if abs(sample) > SOUND_LEVEL]
+    if not loud:
+        return []
+    begin, end = loud[0] / channels / rate, (loud[-1] + 1) / channels / rate
+    words = text.split()
+    total = sum(len(word) for word in words) or 1
+    spread, clock = [], begin
+    for word in words:
+        step = (end - begin) * len(word) / total
+        spread.append((word, clock, clock + step))
+        clock += step
+    return spread
 
 
 def _form_body(request: Request) -> dict[str, Any] | None:

@@ -144,7 +144,9 @@ def test_voice_writes_a_valid_wav_and_returns_its_length(
 ) -> None:
     text = "The cat looks at the moon and dreams of cheese."
     out = tmp_path / "voice" / "scene0.wav"
-    seconds = OpenAIVoice(client, "gpt-4o-mini-tts", "alloy").speak(text, "en", out)
+    speech = OpenAIVoice(client, "gpt-4o-mini-tts", "alloy").speak(text, "en", out)
+    seconds = speech.seconds
+    assert speech.words is None
     assert seconds == pytest.approx(len(text) / 14, abs=0.05)
     with wave.open(str(out)) as written:
         assert written.getnframes() / written.getframerate() == pytest.approx(seconds)

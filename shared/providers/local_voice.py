@@ -1,19 +1,24 @@
 """Voice provider that needs no network: espeak-ng, loaded through ctypes from espeakng-loader.
 
 The only module that imports `espeakng_loader`, so set-ups using another voice never load it.
+espeak-ng reports where each word starts (an `espeakEVENT_WORD` with the word's 1-based character
+position in the text and its time in the audio), so its speech comes with exact word timings.
 """
 
 from __future__ import annotations
 
+import bisect
 import ctypes
 import logging
+import re
 import threading
 import wave
 from pathlib import Path
 
 import espeakng_loader
 
-from shared.providers.base import Speech
+from shared.pipeline.timings import settle
+from shared.providers.base import Speech, WordTiming
 
 logger = logging.getLogger(__name__)
 
@@ -27,9 +32,31 @@ _EE_OK = 0
 _SAMPLE_BYTES = 2
 _TAIL_SILENCE_S = 0.15
 _MIN_AUDIO_S = 0.5
+_EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
+
+
+class _EventId(ctypes.Union):
+    _fields_ = [("number", ctypes.c_int), ("name", ctypes.c_char_p), ("string", ctypes.c_char * 8)]
+
+
+class _Event(ctypes.Structure):
+    """`espeak_EVENT` from espeak-ng's speak_lib.h (API revision 12)."""
+
+    _fields_ = [
+        ("type", ctypes.c_int),
+        ("unique_identifier", ctypes.c_uint),
+        ("text_position", ctypes.c_int),
+        ("length", ctypes.c_int),
+        ("audio_position", ctypes.c_int),
+        ("sample", ctypes.c_int),
+        ("user_data", ctypes.c_void_p),
+        ("id", _EventId),
+    ]
+
 
 _SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
 )
 
 
@@ -39,6 +66,7 @@ class _Espeak:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self._chunks: list[bytes] = []
+        self._words: list[tuple[int, int]] = []
         self._library = ctypes.CDLL(espeakng_loader.get_library_path())
         self._declare_signatures()
         data_path = espeakng_loader.get_data_path().encode()
@@ -73,14 +101,24 @@ class _Espeak:
         ]
         lib.espeak_Synth.restype = ctypes.c_int
 
-    def _collect(self, samples: ctypes.Array, count: int, _events: int) -> int:
+    def _collect(self, samples: ctypes.Array, count: int, events: ctypes.Array) -> int:
         if count > 0:
             self._chunks.append(ctypes.string_at(samples, count * _SAMPLE_BYTES))
+        index = 0
+        while events and events[index].type != _EVENT_LIST_TERMINATED:
+            event = events[index]
+            if event.type == _EVENT_WORD:
+                self._words.append((event.text_position, event.audio_position))
+            index += 1
         return 0
 
-    def synthesize(self, text: str, voice: str, words_per_minute: int) -> bytes:
-        """16-bit mono PCM at `sample_rate` for `text`. Call with `lock` held."""
+    def synthesize(
+        self, text: str, voice: str, words_per_minute: int
+    ) -> tuple[bytes, list[tuple[int, int]]]:
+        """16-bit mono PCM at `sample_rate` for `text`, and its word events as (1-based character
+        position in `text`, milliseconds into the PCM). Call with `lock` held."""
         self._chunks = []
+        self._words = []
         if self._library.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
             raise RuntimeError(f"espeak-ng has no voice {voice!r}")
         self._library.espeak_SetParameter(_ESPEAK_RATE, words_per_minute, 0)
@@ -90,7 +128,7 @@ class _Espeak:
         )
         if status != _EE_OK:
             raise RuntimeError(f"espeak-ng synthesis failed with status {status}")
-        return b"".join(self._chunks)
+        return b"".join(self._chunks), self._words
 
 
 _engine: _Espeak | None = None
@@ -120,8 +158,11 @@ class LocalVoice:
                 f"no local voice for language {language!r}; use one of {sorted(ESPEAK_VOICES)}"
             )
         engine = _espeak()
+        text = text.strip()
         with engine.lock:
-            pcm = engine.synthesize(text.strip(), voice, self.words_per_minute)
+            pcm, events = engine.synthesize(text, voice, self.words_per_minute)
+        spoken = len(pcm) / _SAMPLE_BYTES / engine.sample_rate
+        words = word_positions(text, events, spoken)
         pcm = self._with_silence(pcm, engine.sample_rate)
         out_path = Path(out_path)
         with wave.open(str(out_path), "wb") as wav:
@@ -131,9 +172,14 @@ class LocalVoice:
             wav.writeframes(pcm)
         seconds = len(pcm) / _SAMPLE_BYTES / engine.sample_rate
         logger.info(
-            "local voice spoken language=%s seconds=%.2f path=%s", language, seconds, out_path
+            "local voice spoken language=%s seconds=%.2f words=%d events=%d path=%s",
+            language,
+            seconds,
+            len(words),
+            len(events),
+            out_path,
         )
-        return Speech(seconds)
+        return Speech(seconds, words)
 
     @staticmethod
     def _with_silence(pcm: bytes, sample_rate: int) -> bytes:
@@ -144,3 +190,23 @@ class LocalVoice:
             logger.warning("espeak produced almost no audio; padding with silence")
         silence_samples = tail_samples + max(short_by, 0)
         return pcm + b"\x00" * (silence_samples * _SAMPLE_BYTES)
+
+
+def word_positions(
+    text: str, events: list[tuple[int, int]], spoken: float
+) -> tuple[WordTiming, ...]:
+    """One timing per whitespace-separated word of `text`, from espeak's word events.
+
+    An event belongs to the word holding its character (or the next word, when it points at
+    space); a word said in several events ("2025") starts at the first. A word without an
+    event (a lone dash) is placed between its neighbours by `settle`; each word ends where the
+    next starts, the last at `spoken` (the end of the synthesized speech).
+    """
+    spans = [(match.start(), match.end()) for match in re.finditer(r"\S+", text)]
+    ends = [end for _, end in spans]
+    starts: list[float | None] = [None] * len(spans)
+    for position, milliseconds in events:
+        index = bisect.bisect_right(ends, position - 1)
+        if index < len(spans) and starts[index] is None:
+            starts[index] = milliseconds / 1000
+    return tuple(settle([text[a:b] for a, b in spans], starts, spoken))

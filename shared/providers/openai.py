@@ -31,7 +31,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from shared.errors import OwnerActionNeeded, PermanentError
 from shared.http import HttpClient, RetryPolicy, UploadFile, should_retry
 from shared.plan import MAX_SCENES, MIN_SCENES, ScenePlan
-from shared.providers.base import Speech
+from shared.providers.base import Speech, WordTiming
 
 log = logging.getLogger(__name__)
 
@@ -477,7 +477,8 @@ class OpenAIVoice:
         self._voice = voice
 
     def speak(self, text: str, language: str, out_path: Path) -> Speech:
-        """Write the narration to `out_path` as WAV; the speech API gives no word timings."""
+        """Write the narration to `out_path` as WAV. The speech API gives no word timings:
+        shared.pipeline.timings aligns the audio afterwards."""
         response = self._client.post(
             "/audio/speech",
             {
@@ -577,26 +578,23 @@ def _save_fitted_png(image: Image.Image, size: tuple[int, int], out_path: Path) 
 
 
 class OpenAITranscriber:
-    """Hears a spoken description with `/audio/transcriptions` (multipart: the file, the model,
-    `response_format=json`, which every transcription model answers, and the user's language
-    as a hint). The answer is `{"text": ...}`."""
+    """Hears audio with `/audio/transcriptions` (multipart: the file, the model and the
+    language as a hint).
 
-    def __init__(self, client: OpenAIClient, model: str) -> None:
+    `transcribe` hears a spoken description with `model` and `response_format=json`, which
+    every transcription model answers (`{"text": ...}`). `words` times the words of a voice-over
+    with `align_model`: only whisper-1 gives word timestamps (`response_format=verbose_json`,
+    `timestamp_granularities[]=word`); the gpt-4o transcribe models refuse them.
+    """
+
+    def __init__(self, client: OpenAIClient, model: str, *, align_model: str = "whisper-1") -> None:
         self._client = client
         self._model = model
+        self._align_model = align_model
 
     def transcribe(self, audio_path: Path, language: str) -> str:
-        audio_path = Path(audio_path)
-        response = self._client.post_form(
-            "/audio/transcriptions",
-            {"model": self._model, "response_format": "json", "language": language},
-            {
-                "file": UploadFile(
-                    audio_path.name,
-                    audio_path,
-                    mimetypes.guess_type(audio_path.name)[0] or "application/octet-stream",
-                )
-            },
+        response = self._post(
+            audio_path, {"model": self._model, "response_format": "json", "language": language}
         )
         try:
             text = response.json()["text"]
@@ -608,3 +606,47 @@ class OpenAITranscriber:
         if not isinstance(text, str):
             raise PermanentError("the transcription API answered a text that is not a string")
         return text
+
+    def words(self, audio_path: Path, language: str) -> list[WordTiming]:
+        """The words heard in the audio at `audio_path`, with when each is said; [] when none
+        were heard. PermanentError for an answer without word timestamps."""
+        response = self._post(
+            audio_path,
+            {
+                "model": self._align_model,
+                "response_format": "verbose_json",
+                "timestamp_granularities[]": "word",
+                "language": language,
+            },
+        )
+        try:
+            words = [
+                WordTiming(str(item["word"]).strip(), float(item["start"]), float(item["end"]))
+                for item in response.json()["words"]
+            ]
+        except (ValueError, KeyError, TypeError):
+            raise PermanentError(
+                f"the transcription API answered without word timestamps (model "
+                f"{self._align_model}): {self._client.snippet(response.text)}"
+            ) from None
+        log.info(
+            "openai words heard model=%s audio=%s words=%d",
+            self._align_model,
+            Path(audio_path).name,
+            len(words),
+        )
+        return words
+
+    def _post(self, audio_path: Path, fields: dict[str, str]) -> requests.Response:
+        audio_path = Path(audio_path)
+        return self._client.post_form(
+            "/audio/transcriptions",
+            fields,
+            {
+                "file": UploadFile(
+                    audio_path.name,
+                    audio_path,
+                    mimetypes.guess_type(audio_path.name)[0] or "application/octet-stream",
+                )
+            },
+        )
