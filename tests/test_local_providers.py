@@ -14,12 +14,13 @@ from PIL import Image
 from shared.media import audio_duration, ffmpeg_exe, probe
 from shared.pipeline.subtitles import (
     FONT_FAMILY,
-    build_ass,
-    caption_chunks,
     escape_ass_text,
     font_size_for,
+    split_lines,
+    write_captions,
 )
 from shared.plan import plan_from_text
+from shared.providers.base import WordTiming
 from shared.providers.local_script import LocalScript
 from shared.providers.local_visuals import LocalVisuals
 from shared.providers.local_voice import LocalVoice
@@ -55,8 +56,10 @@ def test_local_script_uses_the_description() -> None:
 )
 def test_voice_writes_real_speech(tmp_path: Path, language: str, text: str) -> None:
     out = tmp_path / "voice.wav"
-    seconds = LocalVoice().speak(text, language, out)
+    speech = LocalVoice().speak(text, language, out)
+    seconds = speech.seconds
     assert 1.0 < seconds < 6.0
+    assert [word.word for word in speech.words] == text.split()
     assert seconds == pytest.approx(audio_duration(out), abs=0.01)
     samples = _samples(out)
     loud = sum(1 for s in samples if abs(s) > 1000)
@@ -65,10 +68,10 @@ def test_voice_writes_real_speech(tmp_path: Path, language: str, text: str) -> N
 
 def test_voice_length_follows_the_text(tmp_path: Path) -> None:
     voice = LocalVoice()
-    short = voice.speak("Один.", "ru", tmp_path / "short.wav")
+    short = voice.speak("Один.", "ru", tmp_path / "short.wav").seconds
     long = voice.speak(
         "Один, два, три, четыре, пять, шесть, семь, восемь.", "ru", tmp_path / "long.wav"
-    )
+    ).seconds
     assert long > short * 2
 
 
@@ -80,14 +83,14 @@ def test_voice_is_safe_across_threads(tmp_path: Path) -> None:
     voice = LocalVoice()
     texts = {"ru": "Первая фраза для проверки.", "en": "A second phrase to check."}
     alone = {
-        language: voice.speak(text, language, tmp_path / f"{language}_alone.wav")
+        language: voice.speak(text, language, tmp_path / f"{language}_alone.wav").seconds
         for language, text in texts.items()
     }
     results: dict[str, float] = {}
 
     def speak(language: str, n: int) -> None:
         path = tmp_path / f"{language}_{n}.wav"
-        results[path.name] = voice.speak(texts[language], language, path)
+        results[path.name] = voice.speak(texts[language], language, path).seconds
 
     threads = [
         threading.Thread(target=speak, args=(language, n)) for n in range(3) for language in texts
@@ -149,7 +152,7 @@ def test_visuals_reject_a_missing_scene(tmp_path: Path, plan) -> None:
 
 def test_probe_reads_audio_and_video(tmp_path: Path) -> None:
     wav = tmp_path / "voice.wav"
-    seconds = LocalVoice().speak("Проверка.", "ru", wav)
+    seconds = LocalVoice().speak("Проверка.", "ru", wav).seconds
     info = probe(wav)
     assert info.audio_codec == "pcm_s16le" and info.video_codec is None
     assert info.duration == pytest.approx(seconds, abs=0.02)
@@ -162,13 +165,13 @@ def test_probe_reads_audio_and_video(tmp_path: Path) -> None:
         probe(tmp_path / "missing.mp4")
 
 
-def test_caption_chunks_are_short_and_keep_every_word() -> None:
+def test_caption_lines_are_short_and_keep_every_word() -> None:
     narration = (
         "Сегодня Москва — огромный мегаполис с населением более двенадцати миллионов человек."
     )
-    chunks = caption_chunks(narration)
-    assert " ".join(chunks) == narration
-    assert all(len(chunk.split()) <= 4 for chunk in chunks)
+    lines = split_lines(narration.split(), max_words=4)
+    assert " ".join(" ".join(line) for line in lines) == narration
+    assert all(1 <= len(line) <= 4 for line in lines)
 
 
 def test_ass_text_escaping() -> None:
@@ -176,13 +179,20 @@ def test_ass_text_escaping() -> None:
     assert escape_ass_text("line one\nline two\\N") == "line one line two\u2216N"
 
 
-def test_ass_document_is_timed_on_voice_durations(plan) -> None:
-    document = build_ass(plan.scenes, [2.0, 3.0, 4.0], (720, 1280), gap_seconds=0.25)
+def test_ass_document_is_timed_on_word_timings(plan, tmp_path: Path) -> None:
+    words = [
+        [WordTiming(word, 0.3 * i, 0.3 * i + 0.25) for i, word in enumerate(s.narration.split())]
+        for s in plan.scenes
+    ]
+    starts = [0.0, 4.0, 8.0]
+    path = write_captions(plan.scenes, words, starts, (720, 1280), "sentence", tmp_path / "a.ass")
+    document = path.read_text(encoding="utf-8")
     assert "PlayResX: 720" in document and "PlayResY: 1280" in document
     assert f"Style: Caption,{FONT_FAMILY},{font_size_for((720, 1280))}," in document
     dialogues = [line for line in document.splitlines() if line.startswith("Dialogue:")]
     assert dialogues[0].split(",")[1] == "0:00:00.00"
-    assert dialogues[-1].split(",")[2] == "0:00:09.50"
+    last = words[-1][-1]
+    assert dialogues[-1].split(",")[2] == f"0:00:{8 + last.end + 0.5:05.2f}"
     assert "Байкал" in document
     with pytest.raises(ValueError):
-        build_ass(plan.scenes, [1.0], (720, 1280))
+        write_captions(plan.scenes, words[:1], starts, (720, 1280), "sentence", tmp_path / "b")
