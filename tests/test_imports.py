@@ -31,6 +31,8 @@ def _modules_loaded_by_worker(voice_provider: str) -> list[str]:
         "SCRIPT_PROVIDER": "openai",
         "VOICE_PROVIDER": voice_provider,
         "VISUALS_PROVIDER": "openai",
+        "ANIMATION_PROVIDER": "fal",
+        "FAL_KEY": "x",
         "OPENAI_API_KEY": "x",
     }
     completed = subprocess.run(

@@ -42,12 +42,13 @@ def make_providers(settings: Settings) -> Providers:
     share one client (one connection pool).
     """
     client = _openai_client(settings)
+    visuals = _visuals_provider(settings, client)
     return Providers(
         script=_script_provider(settings, client),
         voice=_voice_provider(settings, client),
-        visuals=_visuals_provider(settings, client),
+        visuals=visuals,
         transcriber=_transcriber(settings, client),
-        animator=_animator(settings),
+        animator=_animator(settings, visuals),
     )
 
 
@@ -108,14 +109,17 @@ def _visuals_provider(settings: Settings, client: "OpenAIClient | None") -> Visu
         return OpenAIVisuals(client, settings.openai_image_model)
     from shared.providers.local_visuals import LocalVisuals
 
-    return LocalVisuals()
+    # With burned-in captions the narration is on screen already: the card shows no words of it.
+    return LocalVisuals(show_words=settings.caption_style == "off")
 
 
 def _transcriber(settings: Settings, client: "OpenAIClient | None") -> Transcriber | None:
     if settings.transcribe_provider == "openai" and client is not None:
         from shared.providers.openai import OpenAITranscriber
 
-        return OpenAITranscriber(client, settings.openai_transcribe_model)
+        return OpenAITranscriber(
+            client, settings.openai_transcribe_model, align_model=settings.openai_align_model
+        )
     return None
 
 
@@ -132,7 +136,9 @@ def _runway_client(settings: Settings) -> "RunwayClient":
     )
 
 
-def _animator(settings: Settings) -> RemoteAnimator | LocalAnimator | None:
+def _animator(
+    settings: Settings, visuals: VisualsProvider
+) -> RemoteAnimator | LocalAnimator | None:
     provider = settings.animation_provider
     if provider == "none":
         return None
@@ -150,5 +156,7 @@ def _animator(settings: Settings) -> RemoteAnimator | LocalAnimator | None:
 
         return FalAnimator(settings.fal_queue_base, settings.fal_key, settings.fal_video_model)
     from shared.providers.local_animation import LocalAnimation
+    from shared.providers.local_visuals import LocalVisuals
 
-    return LocalAnimation()
+    # Local cards are animated from their layers (parallax); other stills as pictures.
+    return LocalAnimation(visuals if isinstance(visuals, LocalVisuals) else None)
