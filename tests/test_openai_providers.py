@@ -74,7 +74,7 @@ def test_script_sends_a_strict_schema_and_returns_a_plan(
     assert response_format["json_schema"]["strict"] is True
     schema = response_format["json_schema"]["schema"]
     assert schema["additionalProperties"] is False
-    assert set(schema["required"]) == set(schema["properties"]) == {"title", "scenes"}
+    assert set(schema["required"]) == set(schema["properties"]) == {"title", "mood", "scenes"}
     assert request.body["messages"][-1] == {"role": "user", "content": DESCRIPTION}
     assert "Language: ru" in request.body["messages"][0]["content"]
 

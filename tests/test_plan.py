@@ -192,3 +192,17 @@ def test_shorten_keeps_the_longest_prefix_that_fits(text: str, limit: int) -> No
     assert len(short) <= limit
     expected = text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
     assert short == expected
+
+
+@pytest.mark.parametrize(
+    ("given_mood", "kept"), [("Calm", "calm"), ("epic", "epic"), ("jazzy", None)]
+)
+def test_a_suggested_mood_survives_the_round_trip_and_an_unknown_one_is_dropped(
+    given_mood: str, kept: str | None
+) -> None:
+    scenes = [{"narration": "Раз.", "on_screen_text": "", "visual_prompt": "", "duration": 2}] * 3
+    plan = ScenePlan.from_dict(
+        {"title": "T", "language": "ru", "mood": given_mood, "scenes": scenes}
+    )
+    assert plan.mood == kept
+    assert ScenePlan.from_dict(plan.to_dict()) == plan

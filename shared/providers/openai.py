@@ -30,7 +30,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from shared.errors import OwnerActionNeeded, PermanentError
 from shared.http import HttpClient, RetryPolicy, UploadFile, should_retry
-from shared.plan import MAX_SCENES, MIN_SCENES, ScenePlan
+from shared.plan import MAX_SCENES, MIN_SCENES, MOODS, ScenePlan
 from shared.providers.base import Speech, WordTiming
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,11 @@ SCENE_PLAN_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "title": {"type": "string", "description": "A short title for the video."},
+        "mood": {
+            "type": "string",
+            "enum": list(MOODS),
+            "description": "The mood of the background music that suits the video.",
+        },
         "scenes": {
             "type": "array",
             "minItems": MIN_SCENES,
@@ -69,7 +74,7 @@ SCENE_PLAN_SCHEMA: dict[str, Any] = {
             },
         },
     },
-    "required": ["title", "scenes"],
+    "required": ["title", "mood", "scenes"],
     "additionalProperties": False,
 }
 # The ways of asking for JSON, most reliable first: a strict schema the server enforces, JSON
