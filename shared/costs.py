@@ -40,8 +40,20 @@ DEFAULT_PRICES: Prices = {
     # Medium quality at 1024x1536 or 1536x1024 (1024x1024 is $0.042, high quality $0.25).
     "gpt-image-1": {"usd_per_image": 0.063},
     "gpt-4o-mini-transcribe": {"usd_per_minute": 0.003},
+    # Seconds of video asked for, from the providers' list prices as of ANIMATION_PRICES_DATE:
+    # Runway bills gen4_turbo 5 credits a second at $0.01 a credit; fal bills Kling 2.1 standard
+    # $0.25 for 5 s and MiniMax Hailuo-02 standard about $0.045 a second (768p).
+    "gen4_turbo": {"usd_per_video_second": 0.05},
+    # gen4_image: 8 credits an image at 1080p (5 at 720p).
+    "gen4_image": {"usd_per_image": 0.08},
+    "fal-ai/kling-video/v2.1/standard/image-to-video": {"usd_per_video_second": 0.05},
+    "fal-ai/minimax/hailuo-02/standard/image-to-video": {"usd_per_video_second": 0.045},
 }
 """USD per unit of each model, by the name of the field (see RATES)."""
+
+ANIMATION_PRICES_DATE = "2025-07"
+"""When the image-to-video prices in DEFAULT_PRICES were taken (runwayml.com API pricing,
+fal.ai model pages)."""
 
 RATES: dict[str, tuple[str, float]] = {
     "input_tokens": ("usd_per_1m_input_tokens", 1_000_000),
@@ -99,7 +111,14 @@ def load_prices(path: Path | None) -> Prices:
 
 
 def chosen(settings: Settings, kind: str) -> tuple[str, str]:
-    """(provider, model) that makes calls of `kind` (script, voice, visuals, transcribe)."""
+    """(provider, model) that makes calls of `kind` (script, voice, visuals, transcribe,
+    animation); ("local", "local") for a provider that runs on this machine for free."""
+    if kind == "animation":
+        models = {"runway": settings.runway_video_model, "fal": settings.fal_video_model}
+        provider = settings.animation_provider
+        return (provider, models[provider]) if provider in models else ("local", "local")
+    if kind == "visuals" and settings.visuals_provider == "runway":
+        return ("runway", settings.runway_image_model)
     provider, model = {
         "script": (settings.script_provider, settings.openai_script_model),
         "voice": (settings.voice_provider, settings.openai_tts_model),
@@ -111,7 +130,8 @@ def chosen(settings: Settings, kind: str) -> tuple[str, str]:
 
 def providers_key(settings: Settings) -> str:
     """The providers a job runs with, e.g. 'local/openai/local': what the estimate compares."""
-    return "/".join(chosen(settings, kind)[0] for kind in ("script", "voice", "visuals"))
+    kinds = ("script", "voice", "visuals", "animation")
+    return "/".join(chosen(settings, kind)[0] for kind in kinds)
 
 
 def estimate(kind: str, model: str, units: Units, prices: Prices) -> float:
@@ -134,6 +154,7 @@ _DEFAULT_MODELS = {
     "voice": "gpt-4o-mini-tts",
     "visuals": "gpt-image-1",
     "transcribe": "gpt-4o-mini-transcribe",
+    "animation": "gen4_turbo",
 }
 
 

@@ -374,6 +374,11 @@ def load_artifacts(db: Database, job_id: int, prefix: str = "") -> dict[str, byt
     }
 
 
+def artifact_names(db: Database, job_id: int, prefix: str = "") -> set[str]:
+    """The names of the job's artifacts that start with `prefix`, without their content."""
+    return {row["name"] for row in db.run("artifact_names", id=job_id, prefix=prefix)}
+
+
 def begin_delivery(db: Database, job: ClaimedJob) -> None:
     """Record that the upload begins (a new record, or one 'failed' or 'resend'). The caller
     read the record under this lease, so a record in any other state means another run has
@@ -503,3 +508,114 @@ def job_times(db: Database, job_id: int) -> dict[str, float]:
     row = db.one("job_times", id=job_id)
     assert row is not None, f"job_times of job {job_id} returns one row"
     return row
+
+
+# ---- remote animation tasks (sql/009_remote_tasks.sql) --------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteTaskKey:
+    """Which clips a job's tasks make: its provider and model, and the stills and videos
+    variants the clips belong to."""
+
+    provider: str
+    model: str
+    stills_variant: int
+    videos_variant: int
+
+
+def begin_remote_task(
+    db: Database,
+    job: ClaimedJob,
+    key: RemoteTaskKey,
+    scene: int,
+    attempt: int,
+    *,
+    slots: int,
+    timeout_seconds: float,
+) -> int | None:
+    """Record the intent to submit `scene`'s task (state 'submitting') and return its id, or
+    None when `key.provider` already has `slots` tasks in flight across all jobs."""
+    row = db.one(
+        "begin_remote_task",
+        job_id=job.id,
+        token=job.lease_token,
+        scene=scene,
+        provider=key.provider,
+        model=key.model,
+        stills_variant=key.stills_variant,
+        videos_variant=key.videos_variant,
+        attempt=attempt,
+        slots=slots,
+        timeout_seconds=timeout_seconds,
+    )
+    assert row is not None, "begin_remote_task returns one row"
+    if not row["held"]:
+        raise LeaseLost(f"job {job.id}: lease lost before submitting scene {scene}")
+    return row["task_id"]
+
+
+def remote_task_submitted(
+    db: Database, job: ClaimedJob, task_id: int, handle: dict[str, Any], seconds: float, usd: float
+) -> None:
+    """The provider took task `task_id`: record its handle (state 'running') and its price."""
+    _fenced(
+        db.run(
+            "remote_task_submitted",
+            task_id=task_id,
+            token=job.lease_token,
+            handle=json.dumps(handle),
+            seconds_billed=f"{seconds:.2f}",
+            usd=f"{usd:.6f}",
+        ),
+        job,
+        f"record remote task {task_id}",
+    )
+
+
+def end_remote_task(
+    db: Database,
+    job: ClaimedJob,
+    task_id: int,
+    state: str,
+    error: str | None = None,
+    output_url: str | None = None,
+) -> None:
+    """End task `task_id` in `state` (see the statement for which moves are allowed)."""
+    _fenced(
+        db.run(
+            "end_remote_task",
+            task_id=task_id,
+            token=job.lease_token,
+            state=state,
+            error=error[:2000] if error else None,
+            output_url=output_url,
+        ),
+        job,
+        f"end remote task {task_id} as {state}",
+    )
+
+
+def settle_stale_submissions(db: Database, job: ClaimedJob) -> list[int]:
+    """Turn the job's tasks left 'submitting' by an earlier run into 'uncertain'; return their
+    scenes. Run before this run submits anything."""
+    rows = db.run("settle_stale_submissions", job_id=job.id, token=job.lease_token)
+    return [row["scene"] for row in rows]
+
+
+def remote_tasks(db: Database, job_id: int, key: RemoteTaskKey) -> dict[int, dict[str, Any]]:
+    """The latest task of each scene for `key`'s variants, by scene (keys id, scene, attempt,
+    state, handle, output_url, error, age_seconds since it was taken, unsent attempts)."""
+    rows = db.run(
+        "remote_tasks",
+        job_id=job_id,
+        stills_variant=key.stills_variant,
+        videos_variant=key.videos_variant,
+    )
+    return {row["scene"]: row for row in rows}
+
+
+def others_due(db: Database, job_id: int) -> bool:
+    """True when a job other than `job_id` is queued and due."""
+    row = db.one("others_due", job_id=job_id)
+    return bool(row and row["due"])

@@ -21,7 +21,7 @@ TEXTS: dict[str, dict[str, str]] = {
             "1. Опишите видео одним сообщением (до {max_chars} символов).\n"
             "2. Я напишу сценарий — одобрите его, попросите другой вариант или ответьте на "
             "сообщение со сценарием своей исправленной версией.\n"
-            "3. Затем одобрите раскадровку, и я пришлю готовый ролик.\n\n"
+            "3. Затем одобрите раскадровку, потом оживлённые сцены, и я пришлю готовый ролик.\n\n"
             "Команды: /status — ваши задания, /cancel — отменить текущее, /help — подсказка."
         ),
         "en": (
@@ -30,7 +30,8 @@ TEXTS: dict[str, dict[str, str]] = {
             "1. Describe the video in one message (up to {max_chars} characters).\n"
             "2. I write a script: approve it, ask for another one, or reply to the script "
             "message with your corrected version.\n"
-            "3. Then approve the storyboard and I send you the finished clip.\n\n"
+            "3. Then approve the storyboard, then the animated scenes, and I send you the "
+            "finished clip.\n\n"
             "Commands: /status shows your jobs, /cancel cancels the current one, /help shows this."
         ),
     },
@@ -133,6 +134,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "ждёт вашего одобрения раскадровки",
         "en": "waiting for you to approve the storyboard",
     },
+    "state_waiting_videos": {
+        "ru": "ждёт вашего одобрения анимации",
+        "en": "waiting for you to approve the clips",
+    },
     "state_done": {"ru": "готово ✅", "en": "done ✅"},
     "state_failed": {"ru": "не получилось ⚠️", "en": "failed ⚠️"},
     "state_cancelled": {"ru": "отменено", "en": "cancelled"},
@@ -145,6 +150,11 @@ TEXTS: dict[str, dict[str, str]] = {
     "step_review_images": {
         "ru": "готовлю раскадровку к показу",
         "en": "preparing the storyboard for you",
+    },
+    "step_animate": {"ru": "оживляю сцены", "en": "animating the scenes"},
+    "step_review_videos": {
+        "ru": "готовлю анимацию к показу",
+        "en": "preparing the clips for you",
     },
     "step_render": {"ru": "монтирую видео", "en": "rendering the video"},
     "step_deliver": {"ru": "отправляю видео", "en": "sending the video"},
@@ -215,6 +225,30 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "🎙 Записываю озвучку… {pct}%",
         "en": "🎙 Recording the voice-over… {pct}%",
     },
+    "progress_animate": {
+        "ru": "🎞 Оживляю сцену {scene} из {scenes}…",
+        "en": "🎞 Animating scene {scene} of {scenes}…",
+    },
+    "progress_animate_remote": {
+        "ru": "🎞 Оживляю сцены… готово {done} из {scenes}",
+        "en": "🎞 Animating the scenes… {done} of {scenes} ready",
+    },
+    "videos_caption": {
+        "ru": "🎞 Анимация «{title}»: {scenes} сцен(ы), коротко. Одобрить и монтировать видео?",
+        "en": '🎞 Clips for "{title}": {scenes} scene(s), in short. Approve and render the video?',
+    },
+    "videos_fallback": {
+        "ru": "⚠️ Сцены {scenes} остались картинками с движением камеры: анимацию не удалось "
+        "получить. 🔁 сделает все сцены заново.",
+        "en": "⚠️ Scene(s) {scenes} stay stills with a camera pan: their clips could not be "
+        "made. 🔁 makes all the clips again.",
+    },
+    "animation_fallback": {
+        "ru": "⚠️ Задание #{job_id}: сцены {scenes} останутся картинками с движением камеры — "
+        "анимацию не удалось получить. Остальное видео готовится как обычно.",
+        "en": "⚠️ Job #{job_id}: scene(s) {scenes} stay stills with a camera pan — their clips "
+        "could not be made. The rest of the video goes on as usual.",
+    },
     "progress_render": {"ru": "🎬 Монтирую… {pct}%", "en": "🎬 Rendering… {pct}%"},
     "progress_sending": {"ru": "📤 Отправляю…", "en": "📤 Sending…"},
     "progress_done": {"ru": "✅ Готово", "en": "✅ Done"},
@@ -248,6 +282,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "ru": "записать озвучку и нарисовать сцены",
         "en": "record the voice-over and draw the scenes",
     },
+    "failed_animate": {"ru": "оживить сцены", "en": "animate the scenes"},
+    "failed_videos": {"ru": "подготовить анимацию", "en": "prepare the clips"},
     "failed_render": {"ru": "смонтировать видео", "en": "render the video"},
     "failed_deliver": {"ru": "отправить видео", "en": "send the video"},
     "failed_other": {"ru": "сделать видео", "en": "make the video"},

@@ -14,7 +14,7 @@ from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
 from shared import queue
 from shared.config import load_settings
-from shared.costs import DEFAULT_PRICES, estimate, load_prices
+from shared.costs import DEFAULT_PRICES, estimate, load_prices, providers_key
 from shared.db import Database
 from shared.webhook import create_app, webhook_of
 from tests.support import (
@@ -185,14 +185,14 @@ def test_the_daily_limit_stops_every_job_until_the_utc_day_ends(
 
 
 def test_the_acknowledgement_estimates_from_recent_jobs(
-    client: FlaskClient, db: Database, clock: DatabaseClock
+    client: FlaskClient, db: Database, clock: DatabaseClock, webhook_env: dict[str, str]
 ) -> None:
     first = reply_text(client, text_message("A fox in the snow.", 7101, user_id=1))
     assert "About 1–2 min of work" in first
 
     # One job done with these providers, that worked 150 s (and waited an hour at a gate).
     [claimed] = queue.claim(db, 1, lease_seconds=60)
-    run = queue.begin_step_run(db, claimed, "local/local/local")
+    run = queue.begin_step_run(db, claimed, providers_key(load_settings(webhook_env)))
     clock.advance(150)
     queue.end_step_run(db, run, "gate")
     clock.advance(3600)

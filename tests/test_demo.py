@@ -43,7 +43,7 @@ def poll_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str, 
 # ---- demo ---------------------------------------------------------------------------------------
 
 
-def test_demo_chats_through_both_gates_and_writes_a_real_video(schema_env, db, tmp_path):
+def test_demo_chats_through_the_three_gates_and_writes_a_real_video(schema_env, db, tmp_path):
     out = tmp_path / "clip.mp4"
     env = child_env(schema_env, VIDEOBOT_DATA_DIR=str(tmp_path / "data"))
 
@@ -67,14 +67,15 @@ def test_demo_chats_through_both_gates_and_writes_a_real_video(schema_env, db, t
     storyboard_at = chat.index("[photo ")
     assert BUTTONS in chat[script_at:storyboard_at]
     assert "Storyboard for" in chat[storyboard_at:]
-    assert chat.count("👤 you: pressed [✅ Approve]") == 2
+    assert 'Clips for "' in chat[storyboard_at:]
+    assert chat.count("👤 you: pressed [✅ Approve]") == 3
     assert "🎬 Rendering…  [██████████] 100%" in chat or "🤖 bot: ✅ Done" in chat
     assert "[video " in chat
 
     video_path = Path(re.search(r"✅ video: (\S+)", chat).group(1))
     assert video_path == out.resolve() and video_path.is_file()
     info = probe(video_path)
-    assert (info.video_codec, info.width, info.height) == ("h264", 720, 1280)
+    assert (info.video_codec, info.width, info.height) == ("h264", 1080, 1920)
     transcript = Path(re.search(r"📝 transcript: (\S+)", chat).group(1))
     assert transcript.read_text(encoding="utf-8").startswith("👤 you: /start")
 

@@ -1,30 +1,48 @@
-"""Render a real 3-scene Russian clip (espeak voice, Pillow cards) and inspect the MP4."""
+"""Render real 3-scene Russian films (espeak voice, Pillow cards, ffmpeg test clips) and
+inspect the MP4s and the ffmpeg commands that made them."""
 
 from __future__ import annotations
 
 import re
 import struct
 import subprocess
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from shared.media import FONTS_DIR, ffmpeg_exe, probe
-from shared.pipeline.render import RenderResult, render_video, video_bitrate_for
+from shared.media import FONTS_DIR, audio_duration, ffmpeg_exe, probe
+from shared.pipeline import render
+from shared.pipeline.audio import MusicChoice
+from shared.pipeline.render import RenderResult, film_seconds, render_video, video_bitrate_for
 from shared.pipeline.storyboard import make_storyboard
-from shared.pipeline.subtitles import FONT_FAMILY
+from shared.pipeline.subtitles import FONT_FAMILY, scene_starts
 from shared.plan import ScenePlan, plan_from_text
 from shared.providers.local_visuals import LocalVisuals
 from shared.providers.local_voice import LocalVoice
 
 SIZE = (720, 1280)
+SIZE_1080 = (1080, 1920)
+FPS = 30
 MAX_BYTES = 50 * 1024 * 1024
 TEXT = (
     "Ёжик живёт в лесу. Он собирает яблоки и грибы, пока не наступит зима. "
     "Щедрая осень — «лучшее» время!"
 )
+SHORT_CLIP_SECONDS = 1.2  # scene 1 lasts about 3 s: the clip is held on its last frame
+LONG_CLIP_SECONDS = 8.0  # scene 2 lasts about 2.5 s: the clip is trimmed
+
+
+@dataclass
+class Calls:
+    """What render_video asked of ffmpeg and of the soundtrack mixer."""
+
+    commands: list[list[str]]
+    soundtracks: list[Path]
 
 
 class Clip:
@@ -36,6 +54,7 @@ class Clip:
         result: RenderResult,
         progress: list[float],
         work_dir: Path,
+        calls: Calls,
     ) -> None:
         self.plan = plan
         self.images = images
@@ -43,34 +62,140 @@ class Clip:
         self.result = result
         self.progress = progress
         self.work_dir = work_dir
+        self.calls = calls
+
+
+@dataclass(frozen=True)
+class Voices:
+    plan: ScenePlan
+    audios: list[Path]
+    durations: list[float]
+
+
+@dataclass(frozen=True)
+class Film:
+    result: RenderResult
+    durations: list[float]
+    calls: Calls
+
+
+@contextmanager
+def recording() -> Iterator[Calls]:
+    """Spy on the render's ffmpeg runs and soundtrack mixes; both still do their work."""
+    calls = Calls([], [])
+    real_run, real_mix = render.run_ffmpeg, render.mix_soundtrack
+
+    def run_ffmpeg(args: list[str], *rest: Any, **options: Any) -> None:
+        calls.commands.append(list(args))
+        real_run(args, *rest, **options)
+
+    def mix_soundtrack(*args: Any, **options: Any) -> Path:
+        calls.soundtracks.append(real_mix(*args, **options))
+        return calls.soundtracks[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(render, "run_ffmpeg", run_ffmpeg)
+        patch.setattr(render, "mix_soundtrack", mix_soundtrack)
+        yield calls
 
 
 @pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Clip:
-    directory = tmp_path_factory.mktemp("render")
+def voices(tmp_path_factory: pytest.TempPathFactory) -> Voices:
+    directory = tmp_path_factory.mktemp("voices")
     plan = plan_from_text(TEXT, "ru", 12)
     assert len(plan.scenes) == 3
-    images, audios, durations = [], [], []
+    audios, durations = [], []
     for index, scene in enumerate(plan.scenes):
-        images.append(directory / f"scene_{index}.png")
         audios.append(directory / f"scene_{index}.wav")
-        LocalVisuals().draw(plan, index, SIZE, images[-1])
         durations.append(LocalVoice().speak(scene.narration, "ru", audios[-1]).seconds)
+    return Voices(plan, audios, durations)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory, voices: Voices) -> Clip:
+    directory = tmp_path_factory.mktemp("render")
+    images = []
+    for index in range(len(voices.plan.scenes)):
+        images.append(directory / f"scene_{index}.png")
+        LocalVisuals().draw(voices.plan, index, SIZE, images[-1])
     progress: list[float] = []
     work_dir = directory / "work"
-    result = render_video(
-        plan,
-        images,
-        audios,
-        durations,
-        directory / "clip.mp4",
-        size=SIZE,
-        fps=30,
-        work_dir=work_dir,
-        progress=progress.append,
-        max_bytes=MAX_BYTES,
+    with recording() as calls:
+        result = render_video(
+            voices.plan,
+            images,
+            voices.audios,
+            voices.durations,
+            directory / "clip.mp4",
+            size=SIZE,
+            fps=FPS,
+            work_dir=work_dir,
+            progress=progress.append,
+            max_bytes=MAX_BYTES,
+        )
+    return Clip(voices.plan, images, voices.durations, result, progress, work_dir, calls)
+
+
+def _test_clip(path: Path, seconds: float, size: tuple[int, int], rate: int) -> Path:
+    """An H.264 clip of ffmpeg's moving test pattern."""
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            f"testsrc2=size={size[0]}x{size[1]}:rate={rate}",
+            "-t",
+            str(seconds),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-pix_fmt",
+            "yuv420p",
+            str(path),
+        ],
+        check=True,
     )
-    return Clip(plan, images, durations, result, progress, work_dir)
+    return path
+
+
+def _render_film(directory: Path, voices: Voices, size: tuple[int, int], **options: Any) -> Film:
+    """Scene 0 a still, scene 1 a short landscape clip at 24 fps, scene 2 a long one at 60."""
+    still = directory / "scene_0.png"
+    LocalVisuals().draw(voices.plan, 0, size, still)
+    visuals = [
+        still,
+        _test_clip(directory / "short.mp4", SHORT_CLIP_SECONDS, (640, 360), 24),
+        _test_clip(directory / "long.mp4", LONG_CLIP_SECONDS, (1280, 720), 60),
+    ]
+    with recording() as calls:
+        result = render_video(
+            voices.plan,
+            visuals,
+            voices.audios,
+            voices.durations,
+            directory / "film.mp4",
+            size=size,
+            fps=FPS,
+            work_dir=directory / "work",
+            **options,
+        )
+    return Film(result, voices.durations, calls)
+
+
+@pytest.fixture(scope="module")
+def clip_film(tmp_path_factory: pytest.TempPathFactory, voices: Voices) -> Film:
+    return _render_film(tmp_path_factory.mktemp("clips"), voices, SIZE, caption_style="off")
+
+
+@pytest.fixture(scope="module")
+def film_1080(tmp_path_factory: pytest.TempPathFactory, voices: Voices) -> Film:
+    music = MusicChoice(source="generated", seed="test")
+    return _render_film(tmp_path_factory.mktemp("clips_1080"), voices, SIZE_1080, music=music)
 
 
 def _top_level_atoms(path: Path) -> list[tuple[str, int]]:
@@ -132,10 +257,13 @@ def test_thumbnail_meets_telegram_limits(clip: Clip) -> None:
 def test_subtitles_are_russian_in_the_bundled_font(clip: Clip) -> None:
     document = (clip.work_dir / "captions.ass").read_text(encoding="utf-8")
     assert f",{FONT_FAMILY}," in document
-    assert "Ёжик живёт в лесу." in document
-    caption_text = "".join(
-        line.split(",", 9)[9] for line in document.splitlines() if line.startswith("Dialogue:")
-    )
+    caption_lines = [
+        re.sub(r"\{[^}]*\}", "", line.split(",", 9)[9])  # without the karaoke colour tags
+        for line in document.splitlines()
+        if line.startswith("Dialogue:")
+    ]
+    assert "Ёжик живёт в лесу." in caption_lines
+    caption_text = "".join(caption_lines)
     assert re.search("[а-яё]", caption_text)
     font = TTFont(str(FONTS_DIR / "DejaVuSans-Bold.ttf"))
     cmap = font.getBestCmap()
@@ -146,7 +274,7 @@ def test_subtitles_are_russian_in_the_bundled_font(clip: Clip) -> None:
 
 
 def test_bad_inputs_are_rejected(clip: Clip, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="one image, audio and duration per scene"):
+    with pytest.raises(ValueError, match="one visual, audio and duration per scene"):
         render_video(clip.plan, clip.images[:2], [], [], tmp_path / "x.mp4", work_dir=tmp_path)
     with pytest.raises(ValueError, match="even"):
         render_video(
@@ -160,12 +288,28 @@ def test_bad_inputs_are_rejected(clip: Clip, tmp_path: Path) -> None:
         )
 
 
+def test_a_clip_is_shown_by_one_scene_only(clip_film: Film, voices: Voices, tmp_path: Path) -> None:
+    clip = clip_film.result.path.parent / "short.mp4"
+    with pytest.raises(ValueError, match="one scene only"):
+        render_video(
+            voices.plan,
+            [clip, clip, clip_film.result.path.parent / "scene_0.png"],
+            voices.audios,
+            voices.durations,
+            tmp_path / "x.mp4",
+            work_dir=tmp_path,
+        )
+
+
 def test_bitrate_budget_fits_the_limit() -> None:
     assert video_bitrate_for(30, SIZE, MAX_BYTES) == 2_500_000
     long_video = video_bitrate_for(600, SIZE, MAX_BYTES)
     assert (long_video + 96_000) * 600 / 8 <= MAX_BYTES
     with pytest.raises(ValueError, match="cannot fit"):
         video_bitrate_for(3600, SIZE, 10 * 1024 * 1024)
+    full_hd = video_bitrate_for(60, SIZE_1080, MAX_BYTES)
+    assert full_hd == 5_625_000  # the 720p quality rate scaled by the area
+    assert (full_hd + 96_000) * 60 / 8 <= 0.92 * MAX_BYTES
 
 
 def test_storyboard_is_a_numbered_grid_within_photo_limits(clip: Clip, tmp_path: Path) -> None:
@@ -178,3 +322,104 @@ def test_storyboard_is_a_numbered_grid_within_photo_limits(clip: Clip, tmp_path:
     assert sheet.stat().st_size <= 10 * 1024 * 1024
     with pytest.raises(ValueError):
         make_storyboard([], tmp_path / "empty.jpg")
+
+
+def _gray_frame(video: Path, seconds: float) -> bytes:
+    """The frame shown at `seconds`, as 8-bit luma."""
+    return subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-ss",
+            f"{seconds:.3f}",
+            "-i",
+            str(video),
+            "-frames:v",
+            "1",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "gray",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def _difference(video: Path, first: float, second: float) -> float:
+    """Mean absolute luma difference between the frames at two times."""
+    a, b = _gray_frame(video, first), _gray_frame(video, second)
+    assert len(a) == len(b) > 0
+    return sum(abs(x - y) for x, y in zip(a, b)) / len(a)
+
+
+def _video_frames(video: Path) -> int:
+    counted = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(video), "-map", "0:v:0", "-c", "copy"]
+        + ["-f", "null", "-progress", "pipe:1", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(re.findall(r"^frame=(\d+)$", counted.stdout, re.MULTILINE)[-1])
+
+
+def _filter_graph(command: list[str]) -> str:
+    return command[command.index("-filter_complex") + 1]
+
+
+def _scene_starts(durations: list[float]) -> list[float]:
+    return scene_starts(durations, render.gap_seconds_for(durations))
+
+
+def test_clip_film_lasts_as_long_as_the_soundtrack(clip_film: Film) -> None:
+    info = probe(clip_film.result.path)
+    assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+    assert (info.width, info.height) == SIZE == (clip_film.result.width, clip_film.result.height)
+    assert info.fps == FPS
+    seconds = film_seconds(clip_film.durations)
+    assert abs(_video_frames(clip_film.result.path) / FPS - seconds) <= 1 / FPS
+    assert clip_film.result.duration == pytest.approx(seconds, abs=0.05)
+
+
+def test_clips_play_and_a_short_clip_holds_its_last_frame(clip_film: Film) -> None:
+    video = clip_film.result.path
+    _, clip_start, long_start = _scene_starts(clip_film.durations)
+    held_from, held_to = clip_start + SHORT_CLIP_SECONDS + 0.2, long_start - 0.4
+    assert held_to - held_from > 1.0, "scene 1's voice is too short to show the held tail"
+    assert _difference(video, clip_start + 0.3, clip_start + 0.9) > 2.0
+    assert _difference(video, held_from, held_to) < 0.5
+    assert _difference(video, long_start + 0.3, long_start + 1.0) > 2.0
+
+
+def test_captions_off_leaves_out_the_ass_filter(clip_film: Film, clip: Clip) -> None:
+    assert len(clip_film.calls.commands) == 1
+    assert not re.search(r"\bass=", _filter_graph(clip_film.calls.commands[0]))
+    assert re.search(r"\bass=", _filter_graph(clip.calls.commands[0]))
+
+
+@pytest.mark.parametrize("name", ["clip", "clip_film", "film_1080"])
+def test_render_encodes_the_mixed_soundtrack(name: str, request: pytest.FixtureRequest) -> None:
+    film = request.getfixturevalue(name)
+    (soundtrack,) = film.calls.soundtracks
+    for command in film.calls.commands:
+        inputs = [command[i + 1] for i, arg in enumerate(command) if arg == "-i"]
+        assert str(soundtrack) in inputs
+        assert f"{inputs.index(str(soundtrack))}:a" in command
+        graph = _filter_graph(command)
+        assert not re.search(r"\ba(resample|format|pad|trim|mix|setpts)\b", graph)
+    assert audio_duration(film.result.path) == pytest.approx(audio_duration(soundtrack), abs=0.05)
+    assert audio_duration(soundtrack) == pytest.approx(film_seconds(film.durations), abs=0.01)
+
+
+def test_1080p_film_has_the_full_frame_and_captions(film_1080: Film) -> None:
+    info = probe(film_1080.result.path)
+    assert (info.width, info.height) == SIZE_1080
+    assert (film_1080.result.width, film_1080.result.height) == SIZE_1080
+    assert film_1080.result.size_bytes <= MAX_BYTES
+    assert abs(_video_frames(film_1080.result.path) / FPS - film_seconds(film_1080.durations)) <= (
+        1 / FPS
+    )
+    assert re.search(r"\bass=", _filter_graph(film_1080.calls.commands[0]))

@@ -72,11 +72,31 @@ def test_the_table_has_the_gates_approval_gates_may_name():
 def test_each_artifact_is_made_by_one_step_that_runs_before_any_step_that_reads_it():
     prefixes = [prefix for step in TABLE for prefix in step.makes]
     assert len(prefixes) == len(set(prefixes))
-    assert {TABLE.maker_of(prefix) for prefix in ("voice/", "image/", "out/")} == {
+    assert {TABLE.maker_of(prefix) for prefix in ("voice/", "image/", "clip/", "out/")} == {
         "media",
+        "animate",
         "render",
     }
     assert NAMES.index(TABLE.maker_of("image/")) < NAMES.index(TABLE.review_of("images"))
+    assert NAMES.index(TABLE.maker_of("clip/")) < NAMES.index(TABLE.review_of("videos"))
+    assert NAMES.index(TABLE.review_of("videos")) < NAMES.index(TABLE.maker_of("out/"))
+
+
+def test_the_clips_are_made_after_the_images_gate_and_redone_by_the_videos_gate():
+    """New stills (a regenerate at `images`) pass through `animate` again; 🔁 at `videos`
+    animates again without drawing the stills anew."""
+    assert NAMES[NAMES.index("media") :] == [
+        "media",
+        "review_images",
+        "animate",
+        "review_videos",
+        "render",
+        "deliver",
+    ]
+    assert TABLE.step_after_gate("images") == "animate"
+    assert TABLE.redo_of("videos") == "animate"
+    assert TABLE.step_after_gate("videos") == "render"
+    assert NAMES.index(TABLE.redo_of("images")) < NAMES.index("animate")
 
 
 def test_every_step_has_words_for_status_and_for_its_failure_notice():

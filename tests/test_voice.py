@@ -51,6 +51,7 @@ def voice_env(webhook_env: dict[str, str], openai: OpenAIServer) -> dict[str, st
         OPENAI_BASE_URL=f"{openai.base_url}/v1",
         OPENAI_API_KEY=openai.api_key,
         VIDEO_SECONDS="8",
+        VIDEO_RESOLUTION="720",
         RETRY_BASE_SECONDS="0",
         WORKER_MAX_SECONDS="120",
     )
@@ -121,7 +122,9 @@ def test_a_voice_message_becomes_a_delivered_video(
         decide(db, row["id"], gate)
         worker.tick()
     assert job(db, row["id"])["state"] == "done"
-    assert len(telegram.calls_to("sendVideo")) == 1
+    previews = [call for call in telegram.calls_to("sendVideo") if "reply_markup" in call.params]
+    assert len(previews) == 1, "the videos gate showed the clips once"
+    assert len(telegram.calls_to("sendVideo")) == 2, "then the film, once"
     assert not openai.requests_to("/chat/completions"), "the other providers stay local"
 
 

@@ -89,27 +89,35 @@ class DemoOptions:
 
 @dataclass(frozen=True)
 class StatusLine:
-    """The job's status message at one moment: a stage label and, for some stages, a percentage."""
+    """The job's status message at one moment: a stage label and, for some stages, a percentage
+    or the counts the text shows ("scene 2 of 6": `text`, the message as it reads)."""
 
     label: str
     pct: int | None = None
+    text: str | None = None
 
     def render(self) -> str:
         if self.pct is None:
-            return f"🤖 bot: {self.label}"
+            return f"🤖 bot: {self.text or self.label}"
         filled = self.pct * BAR_CELLS // 100
         return f"🤖 bot: {self.label}  [{'█' * filled}{'░' * (BAR_CELLS - filled)}] {self.pct}%"
 
 
+_PLACEHOLDER = re.compile(r"\\\{(\w+)\\\}")
+"""A `{name}` placeholder in an escaped template."""
+
+
 def _status_patterns() -> list[tuple[re.Pattern[str], str]]:
-    """(pattern, label) for every `progress_*` text, so status messages are told from chat."""
+    """(pattern, label) for every `progress_*` text, so status messages are told from chat. The
+    label is the text before its first placeholder; each placeholder is a number (`pct`, or a
+    count such as "scene 2 of 6")."""
     patterns = []
     for key, variants in TEXTS.items():
         if not key.startswith("progress_"):
             continue
         for template in variants.values():
-            label = template.split("{pct}")[0].strip()
-            regex = re.escape(template).replace(re.escape("{pct}"), r"(?P<pct>\d{1,3})")
+            label = re.split(r"\{\w+\}", template)[0].strip()
+            regex = _PLACEHOLDER.sub(r"(?P<\1>\\d{1,3})", re.escape(template))
             patterns.append((re.compile(regex), label))
     return patterns
 
@@ -210,7 +218,9 @@ class ChatPrinter:
             match = pattern.fullmatch(text)
             if match is not None:
                 pct = match.groupdict().get("pct")
-                return StatusLine(label, int(pct) if pct is not None else None)
+                if pct is not None:
+                    return StatusLine(label, int(pct))
+                return StatusLine(label, text=text if match.groupdict() else None)
         return None
 
     def _show_status(self, status: StatusLine) -> None:
@@ -388,7 +398,7 @@ class Demo:
             language_code=self._user.language,
         )
         self._check_delivered()
-        self._wait_for_decision_edit(message_id, "photo" in message)
+        self._wait_for_decision_edit(message_id, "photo" in message or "video" in message)
 
     def _ask(self, gate: str) -> str:
         while True:
@@ -400,12 +410,12 @@ class Demo:
             if action is not None:
                 return action
 
-    def _wait_for_decision_edit(self, message_id: int, is_photo: bool) -> None:
+    def _wait_for_decision_edit(self, message_id: int, is_media: bool) -> None:
         """The webhook edits the gate message after answering; let it show before the worker
         goes on, so the chat reads in order. A missing edit only costs that line."""
         try:
             self._server.wait_for(
-                "editMessageCaption" if is_photo else "editMessageText",
+                "editMessageCaption" if is_media else "editMessageText",
                 lambda call: call.params.get("message_id") == message_id,
                 timeout=EDIT_WAIT_SECONDS,
             )

@@ -1,4 +1,9 @@
-"""Stills + voice + captions -> one H.264/AAC MP4, in a single ffmpeg pass.
+"""Scene visuals + soundtrack + captions -> one H.264/AAC MP4, in a single ffmpeg pass.
+
+Each scene's visual is a still (Ken Burns pan) or an animated clip (played, then held on its
+last frame when it is shorter than the scene). The soundtrack (voices, music bed, loudness)
+and the captions are made beforehand by `shared.pipeline.audio` and `.subtitles`; this pass
+only maps the finished WAV and burns in the ASS file.
 
 Cost model (measured on 2 cores, see bench/render.py): x264 dominates, so the filter graph
 is kept close to free.
@@ -6,17 +11,24 @@ is kept close to free.
 - Ken Burns motion is a slow diagonal pan: a moving `crop` window over the still, scaled once
   to MOTION_SCALE times the frame. Crop is a pointer offset per frame, whereas zoompan or a
   per-frame scale resample every frame.
+- A clip is read only as far as its scene needs (`-t`); its frames are scaled once, on
+  whichever side of the frame-rate conversion has fewer of them, and its held tail is
+  `tpad` clones (frame references).
 - xfade processes every frame passing through it, so only the short overlaps go through it
   and the rest of each scene is concatenated untouched.
+- Memory: x264 takes ~300 MB at 1080p and every clip about 40 MB more (its decoder's and its
+  scale's frame pools live until ffmpeg exits), so a 6-clip 1080p film peaks near 600 MB.
 
 Timeline: scene i's voice starts after the earlier voices, each followed by a short gap of
 silence (`gap_seconds_for`); its picture is on screen from then on and cross-fades are
-centred on those boundaries, so the video lasts exactly as long as the padded voice track.
+centred on those boundaries. Cuts are placed on whole frames of the film's clock, so the
+video lasts as long as the soundtrack to within half a frame.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -29,11 +41,15 @@ from PIL import Image
 
 from shared.errors import BotError, PermanentError, TransientError
 from shared.media import FONTS_DIR, ffmpeg_exe, probe
-from shared.pipeline.subtitles import write_ass
+from shared.pipeline.audio import MusicChoice, mix_soundtrack
+from shared.pipeline.subtitles import scene_starts, write_captions
+from shared.pipeline.timings import word_timings
 from shared.plan import ScenePlan
+from shared.providers.base import Speech, WordTiming
 
 logger = logging.getLogger(__name__)
 
+CLIP_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")  # any other visual is taken to be a still
 GAP_SECONDS = 0.25
 MAX_GAP_SHARE = 0.05  # all gaps together stay under this share of the voice time
 CROSSFADE_SECONDS = 0.5
@@ -42,7 +58,6 @@ PAN_START, PAN_END = 0.15, 0.85  # share of the spare margin the pan travels thr
 PRESET = "veryfast"
 CRF = 23
 AUDIO_BITRATE = 96_000
-AUDIO_RATE = 44_100
 QUALITY_BITRATE_720P = 2_500_000
 MIN_VIDEO_BITRATE = 150_000
 CONTAINER_SAFETY = 0.92  # share of max_bytes that audio + video may plan to use
@@ -50,6 +65,10 @@ RETRY_SHRINK = 0.8
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_MAX_BYTES = 200 * 1024
 RENDER_TIMEOUT_S = 900
+# glibc raises its mmap threshold when a large block is freed, after which frame buffers come
+# from per-thread arenas that never shrink; a fixed threshold keeps them mmapped and returned
+# when freed (about 100 MB less peak RSS for a 12-clip 1080p film).
+FFMPEG_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 # What ffmpeg says when the machine, not the input, is the problem (ENOMEM, ENOSPC).
 RESOURCE_EXHAUSTED = ("Cannot allocate memory", "Out of memory", "No space left on device")
 
@@ -82,6 +101,23 @@ class RenderRejected(RenderError, PermanentError):
     the same inputs would fail the same way, so the job fails now."""
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Where one scene's picture sits on the film's clock, in frames.
+
+    `frames` is the length of its own picture (including the cross-fade overlaps); `head` and
+    `tail` are the frames it shares with the previous and the next scene.
+    """
+
+    frames: int
+    head: int
+    tail: int
+
+
+def is_clip(visual: Path) -> bool:
+    return Path(visual).suffix.lower() in CLIP_SUFFIXES
+
+
 def video_encoder_options(video_bitrate: int) -> dict[str, Any]:
     """x264 settings: constant quality, with the bitrate capped by `video_bitrate` (VBV)."""
     return {
@@ -96,7 +132,7 @@ def video_encoder_options(video_bitrate: int) -> dict[str, Any]:
 
 def video_bitrate_for(duration: float, size: tuple[int, int], max_bytes: int) -> int:
     """Video bits per second so audio + video fit in `max_bytes`, capped at a quality rate
-    that follows the picture area (2.5 Mbit/s at 720x1280)."""
+    that follows the picture area (2.5 Mbit/s at 720x1280, 5.6 Mbit/s at 1080x1920)."""
     budget = max_bytes * 8 * CONTAINER_SAFETY / duration - AUDIO_BITRATE
     area_share = size[0] * size[1] / (720 * 1280)
     quality_cap = QUALITY_BITRATE_720P * max(area_share, 0.25)
@@ -110,21 +146,28 @@ def video_bitrate_for(duration: float, size: tuple[int, int], max_bytes: int) ->
 
 def _validate(
     plan: ScenePlan,
-    images: Sequence[Path],
+    visuals: Sequence[Path],
     audios: Sequence[Path],
     durations: Sequence[float],
     size: tuple[int, int],
     fps: int,
+    words: Sequence[Sequence[WordTiming]] | None,
 ) -> None:
     count = len(plan.scenes)
-    if not len(images) == len(audios) == len(durations) == count:
+    if not len(visuals) == len(audios) == len(durations) == count:
         raise ValueError(
-            f"need one image, audio and duration per scene: {count} scenes, {len(images)} "
-            f"images, {len(audios)} audios, {len(durations)} durations"
+            f"need one visual, audio and duration per scene: {count} scenes, {len(visuals)} "
+            f"visuals, {len(audios)} audios, {len(durations)} durations"
         )
+    if words is not None and len(words) != count:
+        raise ValueError(f"need one list of word timings per scene: {count} scenes, {len(words)}")
     if any(duration <= 0 for duration in durations):
         raise ValueError(f"voice durations must be positive, got {list(durations)}")
-    missing = [str(p) for p in [*images, *audios] if not Path(p).is_file()]
+    clips = [str(visual) for visual in visuals if is_clip(visual)]
+    if len(set(clips)) < len(clips):
+        # Its decoded frames would wait in memory between the scenes that show it.
+        raise ValueError("each clip may be shown by one scene only; copy it for another")
+    missing = [str(p) for p in [*visuals, *audios] if not Path(p).is_file()]
     if missing:
         raise FileNotFoundError(f"render inputs not found: {', '.join(missing)}")
     width, height = size
@@ -140,20 +183,35 @@ def gap_seconds_for(durations: Sequence[float]) -> float:
     return min(GAP_SECONDS, MAX_GAP_SHARE * sum(durations) / len(durations))
 
 
+def film_seconds(durations: Sequence[float]) -> float:
+    """Length of the film and of its soundtrack: every voice followed by its gap."""
+    return sum(durations) + gap_seconds_for(durations) * len(durations)
+
+
 def _crossfade_seconds(durations: Sequence[float], gap: float) -> float:
     return min(CROSSFADE_SECONDS, 0.4 * (min(durations) + gap))
 
 
-def _segment_lengths(durations: Sequence[float], gap: float, crossfade: float) -> list[float]:
-    """Seconds of picture per scene so that the cross-fades centre on the voice boundaries."""
+def _segments(durations: Sequence[float], fps: int) -> list[Segment]:
+    """Each scene's frames, with cross-fades centred on the voice boundaries.
+
+    Boundaries are rounded once on the film's clock (not per scene), so the frames add up to
+    the soundtrack's length however many scenes there are.
+    """
+    gap = gap_seconds_for(durations)
+    overlap = max(int(round(_crossfade_seconds(durations, gap) * fps)), 1)
+    before, after = overlap // 2, overlap - overlap // 2
+    total = int(round(film_seconds(durations) * fps))
+    cuts = [int(round(start * fps)) for start in scene_starts(durations, gap)] + [total]
     last = len(durations) - 1
-    return [
-        duration
-        + gap
-        + (crossfade / 2 if index > 0 else 0.0)
-        + (crossfade / 2 if index < last else 0.0)
-        for index, duration in enumerate(durations)
-    ]
+    segments = []
+    for index in range(len(durations)):
+        head = overlap if index > 0 else 0
+        tail = overlap if index < last else 0
+        first = cuts[index] - (before if index > 0 else 0)
+        end = cuts[index + 1] + (after if index < last else 0)
+        segments.append(Segment(frames=end - first, head=head, tail=tail))
+    return segments
 
 
 def _motion_canvas(size: tuple[int, int]) -> tuple[int, int]:
@@ -177,124 +235,139 @@ def _pan_window(index: int, size: tuple[int, int], frames: int) -> dict[str, str
     return {"w": str(size[0]), "h": str(size[1]), "x": x_expr, "y": y_expr}
 
 
-def _decoded_stills(images: Sequence[Path], size: tuple[int, int], fps: int) -> list[Stream]:
-    """One stream per scene holding its image cover-fitted to the motion canvas, in yuv420p.
+def _cover(stream: Stream, size: tuple[int, int], **scale_options: str) -> Stream:
+    """Scaled so it covers `size`, centre-cropped to it, in yuv420p: one resample."""
+    return (
+        stream.filter(
+            "scale", w=size[0], h=size[1], force_original_aspect_ratio="increase", **scale_options
+        )
+        .filter("crop", w=size[0], h=size[1])
+        .filter("format", pix_fmts="yuv420p")
+    )
+
+
+def _decoded_stills(stills: Sequence[Path], size: tuple[int, int], fps: int) -> list[Stream]:
+    """One stream per entry of `stills` holding the image cover-fitted to the motion canvas.
 
     Each distinct file is decoded and scaled once; a file used by several scenes is split.
     """
-    canvas_width, canvas_height = _motion_canvas(size)
     uses: dict[str, int] = {}
-    for image in images:
-        uses[str(image)] = uses.get(str(image), 0) + 1
+    for still in stills:
+        uses[str(still)] = uses.get(str(still), 0) + 1
     copies: dict[str, list[Stream]] = {}
     for path, count in uses.items():
-        still = (
-            ffmpeg.input(path, framerate=fps)
-            .video.filter(
-                "scale",
-                w=canvas_width,
-                h=canvas_height,
-                force_original_aspect_ratio="increase",
-                flags="lanczos",
-            )
-            .filter("crop", w=canvas_width, h=canvas_height)
-            .filter("format", pix_fmts="yuv420p")
+        decoded = _cover(
+            ffmpeg.input(path, framerate=fps).video, _motion_canvas(size), flags="lanczos"
         )
         if count == 1:
-            copies[path] = [still]
+            copies[path] = [decoded]
         else:
-            split = still.split()
+            split = decoded.split()
             copies[path] = [split[i] for i in range(count)]
-    return [copies[str(image)].pop() for image in images]
+    return [copies[str(still)].pop() for still in stills]
 
 
-def _scene_video(
-    still: Stream, index: int, seconds: float, size: tuple[int, int], fps: int
-) -> Stream:
-    """The still repeated for `seconds` (frame references, no copies) with the pan applied."""
-    frames = max(int(round(seconds * fps)), 1)
+def _still_scene(still: Stream, index: int, segment: Segment, size: tuple[int, int]) -> Stream:
+    """The still repeated for the segment (frame references, no copies) with the pan applied."""
     return (
-        still.filter("loop", loop=frames - 1, size=1, start=0)
+        still.filter("loop", loop=segment.frames - 1, size=1, start=0)
         .filter("setpts", "N/FRAME_RATE/TB")
-        .filter("crop", **_pan_window(index, size, frames))
+        .filter("crop", **_pan_window(index, size, segment.frames))
         .filter("setsar", "1")
     )
 
 
-def _cut(stream: Stream, start: float, end: float) -> Stream:
-    return stream.trim(start=f"{start:.4f}", end=f"{end:.4f}").setpts("PTS-STARTPTS")
+def _clip_scene(clip: Path, segment: Segment, size: tuple[int, int], fps: int) -> Stream:
+    """The clip at the film's frame rate and size, trimmed or held on its last frame to fill
+    the segment exactly.
 
-
-def _video_with_crossfades(
-    images: Sequence[Path],
-    lengths: Sequence[float],
-    crossfade: float,
-    size: tuple[int, int],
-    fps: int,
-) -> Stream:
-    """Scenes joined by cross-fades: each scene is split into head, body and tail, the tail of
-    one and the head of the next go through xfade, and everything is concatenated."""
-    last = len(images) - 1
-    parts: list[Stream] = []
-    previous_tail: Stream | None = None
-    stills = _decoded_stills(images, size, fps)
-    for index, (still, length) in enumerate(zip(stills, lengths)):
-        copies = _scene_video(still, index, length, size, fps).split()
-        body_start = crossfade if index > 0 else 0.0
-        body_end = length - crossfade if index < last else length
-        if previous_tail is not None:
-            head = _cut(copies[2], 0.0, crossfade)
-            parts.append(
-                ffmpeg.filter(
-                    [previous_tail, head],
-                    "xfade",
-                    transition="fade",
-                    duration=f"{crossfade:.4f}",
-                    offset="0",
-                )
-            )
-        parts.append(_cut(copies[0], body_start, body_end))
-        previous_tail = _cut(copies[1], body_end, length) if index < last else None
-    return ffmpeg.concat(*parts, v=1, a=0)
-
-
-def _scene_audio(audio: Path, seconds: float) -> Stream:
-    """The voice resampled, padded with silence and cut to exactly `seconds`."""
+    Only as much of the file as the segment needs is read. The one scale runs after the
+    frame-rate conversion when that drops frames and before it when it repeats them.
+    """
+    seconds = segment.frames / fps
+    try:
+        source = probe(clip)
+    except ValueError as error:  # not a media file: rendering it again cannot help
+        raise RenderRejected(str(error)) from None
+    # Bilinear is enough to shrink a clip a little and costs a third less than bicubic.
+    shrinks = (source.width or 0) >= size[0] and (source.height or 0) >= size[1]
+    flags = "bilinear" if shrinks else "bicubic"
+    stream = ffmpeg.input(str(clip), t=f"{seconds + 1 / fps:.4f}").video.filter(
+        "setpts", "PTS-STARTPTS"
+    )
+    if source.fps is not None and source.fps < fps:
+        stream = _cover(stream, size, flags=flags).filter("fps", fps)
+    else:
+        stream = _cover(stream.filter("fps", fps), size, flags=flags)
     return (
-        ffmpeg.input(str(audio))
-        .audio.filter("aresample", AUDIO_RATE)
-        .filter("aformat", sample_fmts="fltp", channel_layouts="mono")
-        .filter("apad", whole_dur=f"{seconds:.4f}")
-        .filter("atrim", end=f"{seconds:.4f}")
-        .filter("asetpts", "N/SR/TB")
+        stream.filter("setsar", "1")
+        .filter("tpad", stop_mode="clone", stop_duration=f"{seconds:.4f}")
+        .filter("trim", end_frame=segment.frames)
+        .filter("setpts", "N/FRAME_RATE/TB")
     )
 
 
+def _cut(stream: Stream, start: int, end: int) -> Stream:
+    return stream.trim(start_frame=start, end_frame=end).setpts("PTS-STARTPTS")
+
+
+def _video_with_crossfades(
+    visuals: Sequence[Path], segments: Sequence[Segment], size: tuple[int, int], fps: int
+) -> Stream:
+    """Scenes joined by cross-fades: each scene is split into head, body and tail, the tail of
+    one and the head of the next go through xfade, and everything is concatenated."""
+    stills = iter(_decoded_stills([v for v in visuals if not is_clip(v)], size, fps))
+    parts: list[Stream] = []
+    previous_tail: Stream | None = None
+    for index, (visual, segment) in enumerate(zip(visuals, segments)):
+        scene = (
+            _clip_scene(visual, segment, size, fps)
+            if is_clip(visual)
+            else _still_scene(next(stills), index, segment, size)
+        )
+        copies = scene.split()
+        body_end = segment.frames - segment.tail
+        if previous_tail is not None:
+            parts.append(
+                ffmpeg.filter(
+                    [previous_tail, _cut(copies[2], 0, segment.head)],
+                    "xfade",
+                    transition="fade",
+                    duration=f"{segment.head / fps:.4f}",
+                    offset="0",
+                )
+            )
+        parts.append(_cut(copies[0], segment.head, body_end))
+        previous_tail = _cut(copies[1], body_end, segment.frames) if segment.tail else None
+    video = ffmpeg.concat(*parts, v=1, a=0)
+    # Each clip's scale keeps, until ffmpeg exits, as many output frames as were ever in
+    # flight from it to the encoder. Copying them here into one shared pool bounds that to
+    # the frames still inside the graph: ~100 MB less for a 12-clip 1080p film, for a memcpy
+    # a frame that 720p films (~300 MB) do not need.
+    larger_than_720p = size[0] * size[1] > 720 * 1280
+    return video.filter("copy") if larger_than_720p and any(map(is_clip, visuals)) else video
+
+
 def build_render_command(
-    images: Sequence[Path],
-    audios: Sequence[Path],
+    visuals: Sequence[Path],
     durations: Sequence[float],
-    subtitles: Path,
+    soundtrack: Path,
+    captions: Path | None,
     out_path: Path,
     *,
     size: tuple[int, int],
     fps: int,
     video_bitrate: int,
 ) -> list[str]:
-    """The full ffmpeg argument list (binary first) for one render pass."""
-    gap = gap_seconds_for(durations)
-    crossfade = _crossfade_seconds(durations, gap)
-    lengths = _segment_lengths(durations, gap, crossfade)
-    video = _video_with_crossfades(images, lengths, crossfade, size, fps)
-    video = video.filter("ass", filename=str(subtitles), fontsdir=str(FONTS_DIR))
-    audio = ffmpeg.concat(
-        *(_scene_audio(path, d + gap) for path, d in zip(audios, durations)),
-        v=0,
-        a=1,
-    )
+    """The full ffmpeg argument list (binary first) for one render pass: the scenes' visuals
+    timed on the voice `durations`, the finished `soundtrack` WAV encoded to AAC as it is, and
+    `captions` burned in (none when None)."""
+    video = _video_with_crossfades(visuals, _segments(durations, fps), size, fps)
+    if captions is not None:
+        video = video.filter("ass", filename=str(captions), fontsdir=str(FONTS_DIR))
     output = ffmpeg.output(
         video,
-        audio,
+        ffmpeg.input(str(soundtrack)).audio,
         str(out_path),
         r=fps,
         acodec="aac",
@@ -325,7 +398,12 @@ def run_ffmpeg(
     with (
         open(log_path, "wb") as log,
         subprocess.Popen(
-            args, stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL, text=True
+            args,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **FFMPEG_ENV},
         ) as process,
     ):
         watchdog = threading.Timer(timeout_s, process.kill)
@@ -391,9 +469,19 @@ def _make_thumbnail(video: Path, at_seconds: float, work_dir: Path, out_path: Pa
     return out_path
 
 
+def _estimated_words(
+    plan: ScenePlan, audios: Sequence[Path], durations: Sequence[float]
+) -> list[list[WordTiming]]:
+    """Word timings shared evenly over each voice, for callers that have none stored."""
+    return [
+        word_timings(Speech(duration), scene.narration, audio, plan.language)
+        for scene, audio, duration in zip(plan.scenes, audios, durations)
+    ]
+
+
 def render_video(
     plan: ScenePlan,
-    images: list[Path],
+    visuals: list[Path],
     audios: list[Path],
     durations: list[float],
     out_path: Path,
@@ -403,42 +491,59 @@ def render_video(
     work_dir: Path,
     progress: ProgressCallback | None = None,
     max_bytes: int = 50 * 1024 * 1024,
+    words: Sequence[Sequence[WordTiming]] | None = None,
+    caption_style: str = "karaoke",
+    music: MusicChoice | None = None,
 ) -> RenderResult:
-    """Render the plan's stills and voices into `out_path` (MP4) with burned-in captions.
+    """Render the plan's scene visuals (stills or clips, see CLIP_SUFFIXES) and voices into
+    `out_path` (MP4) with the soundtrack of `mix_soundtrack` and captions in `caption_style`.
 
-    `durations` are the real seconds of each voice file. If the file still comes out larger
-    than `max_bytes`, it is encoded once more at a proportionally lower bitrate. The
-    thumbnail is written next to `out_path`; intermediate files go to `work_dir`.
+    `durations` are the real seconds of each voice file; `words` the timings of each scene's
+    words relative to its voice (estimated from the durations when None). If the file still
+    comes out larger than `max_bytes`, it is encoded once more at a proportionally lower
+    bitrate. The thumbnail is written next to `out_path`; intermediate files go to `work_dir`.
     """
-    _validate(plan, images, audios, durations, size, fps)
+    _validate(plan, visuals, audios, durations, size, fps, words)
     out_path, work_dir = Path(out_path), Path(work_dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    subtitles = write_ass(
+    gap = gap_seconds_for(durations)
+    total_seconds = film_seconds(durations)
+    captions = write_captions(
         plan.scenes,
-        durations,
+        words if words is not None else _estimated_words(plan, audios, durations),
+        scene_starts(durations, gap),
         size,
+        caption_style,
         work_dir / "captions.ass",
-        gap_seconds=gap_seconds_for(durations),
     )
-    total_seconds = sum(durations) + gap_seconds_for(durations) * len(durations)
+    soundtrack = mix_soundtrack(
+        audios, durations, gap, work_dir / "soundtrack.wav", music=music, work_dir=work_dir
+    )
+    clips = sum(1 for visual in visuals if is_clip(visual))
 
     def encode(video_bitrate: int, attempt: int) -> int:
         args = build_render_command(
-            images,
-            audios,
+            visuals,
             durations,
-            subtitles,
+            soundtrack,
+            captions,
             out_path,
             size=size,
             fps=fps,
             video_bitrate=video_bitrate,
         )
         logger.info(
-            "render started attempt=%d scenes=%d seconds=%.2f video_bitrate=%d",
+            "render started attempt=%d scenes=%d clips=%d size=%dx%d seconds=%.2f "
+            "captions=%s music=%s video_bitrate=%d",
             attempt,
-            len(images),
+            len(visuals),
+            clips,
+            size[0],
+            size[1],
             total_seconds,
+            caption_style,
+            music.source if music is not None else "off",
             video_bitrate,
         )
         run_ffmpeg(args, total_seconds, work_dir / f"ffmpeg_{attempt}.log", progress)

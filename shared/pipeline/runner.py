@@ -79,7 +79,9 @@ def _resolve_gate(ctx: JobContext) -> bool:
     gate = job.prev_gate
     if job.gate_decision == "approved":
         log.info("gate approved job=%s gate=%s", job.id, gate)
-        ctx.checkpoint({"approved": True}, TABLE.step_after_gate(gate))
+        # The regenerate count stays: the stills and clips made for it are the approved ones.
+        count = (job.checkpoints.get(TABLE.review_of(gate)) or {}).get("count", 0)
+        ctx.checkpoint({"approved": True, "count": count}, TABLE.step_after_gate(gate))
         return True
     revision = queue.pending_revision(ctx.db, job.id, gate)
     if revision is not None:

@@ -19,13 +19,22 @@ from shared.costs import script_units, speech_units
 from shared.errors import OutcomeUnknown, OwnerActionNeeded, PermanentError, TransientError
 from shared.media import audio_duration
 from shared.pipeline import timings
+from shared.pipeline.animate import (
+    Clips,
+    animate_locally,
+    animate_remotely,
+    clip_name,
+    is_remote,
+    make_preview,
+)
+from shared.pipeline.audio import MusicChoice
 from shared.pipeline.job import ChatAction, JobContext
-from shared.pipeline.render import render_video
+from shared.pipeline.render import gap_seconds_for, render_video
 from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.table import DONE, Gate, Next, Step, Table
 from shared.pipeline.timings import word_timings
 from shared.plan import ScenePlan, parse_edited_script
-from shared.providers.base import Speech
+from shared.providers.base import Speech, WordTiming
 from shared.telegram import ChatBlocked, RateLimited, TelegramError, fit_text
 from shared.texts import format_duration, script_message, t
 
@@ -43,11 +52,14 @@ def _advance(ctx: JobContext, result: object) -> Next:
     return Next.CONTINUE
 
 
-def _files(ctx: JobContext, prefix: str, count: int) -> dict[str, bytes] | None:
-    """The `count` artifacts whose names start with `prefix`; None when some are gone (a cancelled job retried by
-    an operator) and the job was sent back to the step that makes them, rather than fail."""
+def _files(
+    ctx: JobContext, prefix: str, count: int, names: tuple[str, ...] = ()
+) -> dict[str, bytes] | None:
+    """The `count` artifacts whose names start with `prefix` (among them `names`); None when
+    some are gone (a cancelled job retried by an operator) and the job was sent back to the
+    step that makes them, rather than fail."""
     files = queue.load_artifacts(ctx.db, ctx.job.id, prefix)
-    if len(files) >= count:
+    if len(files) >= count and all(name in files for name in names):
         return files
     step = TABLE.maker_of(prefix)
     log.warning(
@@ -134,7 +146,9 @@ def show_images(ctx: JobContext, keyboard: dict) -> dict | None:
         return None
     with _work_dir(ctx) as tmp:
         images = _write_files(stills, Path(tmp))
-        sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg")
+        # Each tile is labelled with its scene's words: with captions on, the cards carry none.
+        labels = [scene.on_screen_text or scene.narration for scene in plan.scenes]
+        sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg", labels=labels)
         caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
         return ctx.telegram.send_photo(
             ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard
@@ -201,14 +215,137 @@ def step_media(ctx: JobContext) -> Next:
     )
 
 
+def step_animate(ctx: JobContext) -> Next:
+    """A clip per approved still, through ANIMATION_PROVIDER (shared/pipeline/animate.py). The
+    clips belong to the stills' variant and to the videos gate's regenerate count: new stills or
+    a 🔁 at the videos gate make new clips, a retry of the step never makes one again. With no
+    animator (`none`) the step is skipped and the render pans the stills."""
+    animator = ctx.providers.animator
+    if animator is None:
+        return _advance(ctx, {"skipped": True, "clips": [], "fallback": []})
+    plan = _plan(ctx)
+    stills = _files(ctx, "image/", len(plan.scenes), tuple(_still_names(plan)))
+    if stills is None:
+        return Next.CONTINUE
+    variants = (
+        ctx.job.checkpoints["media"].get("stills_variant", 0),
+        _revision(ctx, "videos").get("count", 0),
+    )
+    durations = ctx.job.checkpoints["media"]["durations"]
+    seconds = [duration + gap_seconds_for(durations) for duration in durations]
+    with _work_dir(ctx) as tmp:
+        work = Path(tmp)
+        paths = _write_files({name: stills[name] for name in _still_names(plan)}, work)
+        if is_remote(animator):
+            key = queue.RemoteTaskKey(animator.name, animator.model, *variants)
+            clips = animate_remotely(ctx, animator, plan, paths, seconds, key, work)
+            if clips is None:
+                return Next.PARKED
+        else:
+            clips = animate_locally(ctx, animator, plan, paths, seconds, variants, work)
+    log.info(
+        "scenes animated job=%s clips=%s fallback=%s",
+        ctx.job.id,
+        len(clips.made),
+        ",".join(map(str, clips.fallback)) or "-",
+    )
+    if clips.fallback and "videos" not in ctx.settings.approval_gates:
+        _tell_fallback(ctx, clips)
+    return _advance(
+        ctx,
+        {
+            "stills_variant": variants[0],
+            "videos_variant": variants[1],
+            "clips": clips.made,
+            "fallback": clips.fallback,
+        },
+    )
+
+
+def _still_names(plan: ScenePlan) -> list[str]:
+    return [f"image/{index:02d}.png" for index in range(len(plan.scenes))]
+
+
+def _scene_numbers(scenes: list[int]) -> str:
+    return ", ".join(str(scene + 1) for scene in scenes)
+
+
+def _tell_fallback(ctx: JobContext, clips: Clips) -> None:
+    """With the videos gate off, the user still learns which scenes stay stills; best effort,
+    as the film goes on either way."""
+    text = t(
+        "animation_fallback",
+        ctx.language,
+        job_id=ctx.job.id,
+        scenes=_scene_numbers(clips.fallback),
+    )
+    try:
+        ctx.telegram.send_message(ctx.job.chat_id, text)
+    except (TelegramError, TransientError) as exc:
+        log.warning("fallback notice not delivered job=%s error=%s", ctx.job.id, exc)
+
+
+def _scene_visuals(ctx: JobContext, work: Path) -> list[Path] | None:
+    """Each scene's picture for the preview and the render, as a file in `work`: its clip when
+    the step `animate` made one, else its still. None when some are gone and the job was sent
+    back to make them."""
+    plan = _plan(ctx)
+    stills = _files(ctx, "image/", len(plan.scenes), tuple(_still_names(plan)))
+    if stills is None:
+        return None
+    made = (ctx.job.checkpoints.get("animate") or {}).get("clips", [])
+    clips: dict[str, bytes] = {}
+    if made:
+        names = tuple(clip_name(scene) for scene in made)
+        clips = _files(ctx, "clip/", len(names), names)
+        if clips is None:
+            return None
+    visuals = []
+    for index, name in enumerate(_still_names(plan)):
+        clip = clip_name(index)
+        path = work / (clip if index in made else name).replace("/", "-")
+        path.write_bytes(clips[clip] if index in made else stills[name])
+        visuals.append(path)
+    return visuals
+
+
+def show_videos(ctx: JobContext, keyboard: dict) -> dict | None:
+    """The videos gate: one short, small, silent preview of the clips joined (a scene that fell
+    back shows its still), with the scenes that fell back named in the caption. With nothing
+    animated (ANIMATION_PROVIDER=none) there is nothing to decide: the job moves on at once
+    (None, as when the clips are gone and the job was sent back to make them)."""
+    animated = ctx.job.checkpoints.get("animate") or {}
+    if animated.get("skipped"):
+        _advance(ctx, {"approved": "nothing to show"})
+        return None
+    plan = _plan(ctx)
+    with _work_dir(ctx) as tmp:
+        work = Path(tmp)
+        visuals = _scene_visuals(ctx, work)
+        if visuals is None:
+            return None
+        preview = make_preview(visuals, ctx.settings.video_size, work / "preview.mp4")
+        caption = t("videos_caption", ctx.language, title=plan.title, scenes=len(visuals))
+        fallback = animated.get("fallback", [])
+        if fallback:
+            scenes = _scene_numbers(fallback)
+            caption = f"{caption}\n{t('videos_fallback', ctx.language, scenes=scenes)}"
+        return ctx.telegram.send_video(
+            ctx.job.chat_id,
+            preview.path,
+            duration=preview.seconds,
+            width=preview.width,
+            height=preview.height,
+            caption=caption,
+            reply_markup=keyboard,
+        )
+
+
 def step_render(ctx: JobContext) -> Next:
     plan = _plan(ctx)
     scenes = len(plan.scenes)
     voices = _files(ctx, "voice/", scenes)
     if voices is None:
-        return Next.CONTINUE
-    stills = _files(ctx, "image/", scenes)
-    if stills is None:
         return Next.CONTINUE
     durations = ctx.job.checkpoints["media"]["durations"]
     width, height = ctx.settings.video_size
@@ -219,12 +356,14 @@ def step_render(ctx: JobContext) -> Next:
 
     with _work_dir(ctx) as tmp:
         work = Path(tmp)
+        visuals = _scene_visuals(ctx, work)
+        if visuals is None:
+            return Next.CONTINUE
         audios = _write_files(voices, work)
-        images = _write_files(stills, work)
         ctx.status.show("progress_render", force=True, pct=0)
         result = render_video(
             plan,
-            images,
+            visuals,
             audios,
             durations,
             work / "video.mp4",
@@ -232,6 +371,14 @@ def step_render(ctx: JobContext) -> Next:
             fps=ctx.settings.video_fps,
             work_dir=work,
             progress=on_progress,
+            words=_word_timings(ctx, scenes),
+            caption_style=ctx.settings.caption_style,
+            music=MusicChoice(
+                ctx.settings.music,
+                seed=f"{ctx.job.id}:{plan.title}",
+                music_dir=ctx.settings.music_dir,
+                mood=plan.mood,
+            ),
         )
         ctx.check()
         queue.save_artifact(ctx.db, ctx.job, "out/video.mp4", result.path.read_bytes())
@@ -245,6 +392,15 @@ def step_render(ctx: JobContext) -> Next:
             "size_bytes": result.size_bytes,
         },
     )
+
+
+def _word_timings(ctx: JobContext, scenes: int) -> list[list[WordTiming]] | None:
+    """Each scene's word timings, kept with its voice by `media`; None for a job whose voices
+    were made before timings were kept (the render estimates them then)."""
+    stored = queue.load_artifacts(ctx.db, ctx.job.id, "words/")
+    if len(stored) < scenes:
+        return None
+    return [timings.loads(stored[f"words/{index:02d}.json"]) for index in range(scenes)]
 
 
 def step_deliver(ctx: JobContext) -> Next:
@@ -452,8 +608,15 @@ TABLE = Table(
     Step(
         "review_images",
         step_review,
-        then="render",
+        then="animate",
         opens=Gate("images", redoes="media", show=show_images),
+    ),
+    Step("animate", step_animate, then="review_videos", makes=("clip/",)),
+    Step(
+        "review_videos",
+        step_review,
+        then="render",
+        opens=Gate("videos", redoes="animate", show=show_videos),
     ),
     Step("render", step_render, then="deliver", makes=("out/",)),
     Step("deliver", step_deliver, then=DONE),

@@ -35,7 +35,8 @@ class Gate:
     """A decision the user takes: `name` is the approval type (APPROVAL_GATES, approval_statuses),
     `redoes` the step a regenerate or an edit at this gate goes back to, and `show` sends the
     message with the gate's buttons (`keyboard`) and returns Telegram's message, or None when
-    what it shows is gone and the job was sent back to make it again."""
+    it moved the job itself: what it shows is gone and the job was sent back to make it again,
+    or there is nothing to show and the job went on."""
 
     name: str
     redoes: str

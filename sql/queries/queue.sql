@@ -298,6 +298,9 @@ RETURNING job_id;
 -- name: load_artifacts
 SELECT name, content FROM job_artifacts WHERE job_id = :id AND name LIKE :prefix || '%' ORDER BY name;
 
+-- name: artifact_names
+SELECT name FROM job_artifacts WHERE job_id = :id AND name LIKE :prefix || '%' ORDER BY name;
+
 -- name: insert_revision
 -- Regenerate, or an edited script (:text), at an open gate; one pending revision per gate.
 -- Not a change of state: the event is written here.
@@ -463,3 +466,70 @@ SELECT extract(epoch FROM coalesce(j.finished_at, now()) - j.created_at)::float8
                 0)::float8 AS work_seconds,
        (SELECT coalesce(sum(usd), 0) FROM provider_calls p WHERE p.job_id = j.id)::float8 AS usd
 FROM jobs j WHERE j.id = :id::bigint;
+
+-- ---- remote animation tasks (sql/009_remote_tasks.sql) -------------------------------------------
+
+-- name: begin_remote_task
+-- The intent to submit one scene's task, if the provider has a slot (begin_remote_task()).
+SELECT * FROM begin_remote_task(:job_id::bigint, :token::uuid, :scene::integer, :provider::text,
+                                :model::text, :stills_variant::integer, :videos_variant::integer,
+                                :attempt::integer, :slots::integer, :timeout_seconds::float8);
+
+-- name: remote_task_submitted
+-- The provider took the task: its handle, the seconds it bills and their price, recorded the
+-- moment submit returned. No row back: the lease is lost (or the row is no longer submitting).
+UPDATE remote_tasks t
+SET state = 'running', handle = :handle::jsonb, seconds_billed = :seconds_billed::numeric,
+    usd = :usd::numeric, submitted_at = now()
+FROM jobs j
+WHERE t.id = :task_id::bigint AND t.state = 'submitting'
+  AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
+RETURNING t.id;
+
+-- name: end_remote_task
+-- A task's end: from submitting, 'unsent', 'uncertain' or 'failed' (refused); from running,
+-- 'succeeded' (its clip is saved) or 'failed'. A succeeded task whose clip is gone (a cancelled
+-- job's files go) is fetched again by its handle: 'succeeded' again, or 'failed' when it cannot
+-- be. Fenced by the lease like every write of a run.
+UPDATE remote_tasks t
+SET state = :state::text, error = :error::text,
+    output_url = coalesce(:output_url::text, t.output_url), finished_at = now()
+FROM jobs j
+WHERE t.id = :task_id::bigint
+  AND ((t.state = 'submitting' AND :state::text IN ('unsent', 'uncertain', 'failed'))
+       OR (t.state IN ('running', 'succeeded') AND :state::text IN ('succeeded', 'failed')))
+  AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
+RETURNING t.id;
+
+-- name: settle_stale_submissions
+-- At the start of a run: a row of this job still 'submitting' was left by a run that ended
+-- between sending and recording the answer, so whether the provider took it is unknown.
+UPDATE remote_tasks t
+SET state = 'uncertain', finished_at = now(),
+    error = 'the run that submitted it ended before recording the answer'
+FROM jobs j
+WHERE t.job_id = :job_id::bigint AND t.state = 'submitting'
+  AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
+RETURNING t.id, t.scene;
+
+-- name: remote_tasks
+-- The latest attempt of each scene of the job for these variants, with the seconds since the
+-- provider took it (by the database's clock, as ANIMATION_TIMEOUT_SECONDS is measured), and how
+-- many attempts never reached the provider.
+SELECT DISTINCT ON (t.scene)
+       t.id, t.scene, t.attempt, t.state, t.handle, t.output_url, t.error,
+       extract(epoch FROM now() - t.submitted_at)::float8 AS age_seconds,
+       (SELECT count(*) FROM remote_tasks u
+        WHERE u.job_id = t.job_id AND u.scene = t.scene AND u.state = 'unsent'
+          AND u.stills_variant = t.stills_variant
+          AND u.videos_variant = t.videos_variant)::integer AS unsent
+FROM remote_tasks t
+WHERE t.job_id = :job_id::bigint AND t.stills_variant = :stills_variant::integer
+  AND t.videos_variant = :videos_variant::integer
+ORDER BY t.scene, t.attempt DESC;
+
+-- name: others_due
+-- Whether another job is queued and due: a job polling remote tasks parks for it rather than
+-- keep the worker's run to itself.
+SELECT EXISTS (SELECT 1 FROM jobs
+               WHERE state = 'queued' AND run_at <= now() AND id <> :job_id::bigint) AS due;
