@@ -22,6 +22,7 @@ from shared.pipeline.render import RenderResult, film_seconds, render_video, vid
 from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.subtitles import FONT_FAMILY, scene_starts
 from shared.plan import ScenePlan, plan_from_text
+from shared.providers.base import WordTiming
 from shared.providers.local_visuals import LocalVisuals
 from shared.providers.local_voice import LocalVoice
 
@@ -70,6 +71,7 @@ class Voices:
     plan: ScenePlan
     audios: list[Path]
     durations: list[float]
+    words: list[list[WordTiming]]
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,13 @@ def voices(tmp_path_factory: pytest.TempPathFactory) -> Voices:
     directory = tmp_path_factory.mktemp("voices")
     plan = plan_from_text(TEXT, "ru", 12)
     assert len(plan.scenes) == 3
-    audios, durations = [], []
+    audios, durations, words = [], [], []
     for index, scene in enumerate(plan.scenes):
         audios.append(directory / f"scene_{index}.wav")
-        durations.append(LocalVoice().speak(scene.narration, "ru", audios[-1]).seconds)
-    return Voices(plan, audios, durations)
+        speech = LocalVoice().speak(scene.narration, "ru", audios[-1])
+        durations.append(speech.seconds)
+        words.append(list(speech.words or ()))
+    return Voices(plan, audios, durations, words)
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +199,9 @@ def clip_film(tmp_path_factory: pytest.TempPathFactory, voices: Voices) -> Film:
 @pytest.fixture(scope="module")
 def film_1080(tmp_path_factory: pytest.TempPathFactory, voices: Voices) -> Film:
     music = MusicChoice(source="generated", seed="test")
-    return _render_film(tmp_path_factory.mktemp("clips_1080"), voices, SIZE_1080, music=music)
+    return _render_film(
+        tmp_path_factory.mktemp("clips_1080"), voices, SIZE_1080, music=music, words=voices.words
+    )
 
 
 def _top_level_atoms(path: Path) -> list[tuple[str, int]]:
@@ -423,3 +429,45 @@ def test_1080p_film_has_the_full_frame_and_captions(film_1080: Film) -> None:
         1 / FPS
     )
     assert re.search(r"\bass=", _filter_graph(film_1080.calls.commands[0]))
+
+
+def _ass_seconds(stamp: str) -> float:
+    hours, minutes, seconds = stamp.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+def test_the_films_karaoke_follows_the_voices_word_timings(film_1080: Film, voices: Voices) -> None:
+    """Each word of the narration is highlighted from the moment espeak-ng says it (ASS keeps
+    centiseconds), in the captions the 1080p film burned in."""
+    captions = (film_1080.result.path.parent / "work" / "captions.ass").read_text("utf-8")
+    starts = [
+        _ass_seconds(line.split(",")[1])
+        for line in captions.splitlines()
+        if line.startswith("Dialogue:")
+    ]
+    spoken = [
+        scene_start + word.start
+        for scene_start, words in zip(
+            scene_starts(voices.durations, render.gap_seconds_for(voices.durations)), voices.words
+        )
+        for word in words
+    ]
+    assert len(starts) == len(spoken) == sum(len(s.narration.split()) for s in voices.plan.scenes)
+    assert max(abs(start - said) for start, said in zip(starts, spoken)) <= 0.1
+
+
+def test_the_films_loudness_is_broadcast_loudness(film_1080: Film) -> None:
+    """-14 LUFS integrated and a true peak under -1 dBTP, measured by ffmpeg's ebur128 on the
+    delivered MP4 (voices and the generated music bed, AAC)."""
+    completed = subprocess.run(
+        [ffmpeg_exe(), "-hide_banner", "-nostats", "-i", str(film_1080.result.path)]
+        + ["-af", "ebur128=peak=true:framelog=quiet", "-f", "null", "-"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    summary = completed.stderr[completed.stderr.rindex("Summary:") :]
+    integrated = float(re.search(r"I:\s+(-?[\d.]+) LUFS", summary).group(1))
+    true_peak = float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))
+    assert integrated == pytest.approx(-14.0, abs=1.0)
+    assert true_peak <= -1.0
