@@ -121,6 +121,19 @@ def cmd_show(args: argparse.Namespace, ctx: Context) -> int:
             ),
         )
     )
+    print(
+        _section(
+            "remote tasks",
+            detail.remote_tasks,
+            lambda r: (
+                f"scene {r['scene'] + 1:<2}  {r['provider']:<6}  {r['state']:<10}  "
+                f"attempt {r['attempt']}  variants {r['stills_variant']}/{r['videos_variant']}  "
+                f"id {r['remote_id'] or '-'}  {r['seconds_billed'] or 0} s  "
+                f"submitted {ops.format_time(r['submitted_at'])}  "
+                f"finished {ops.format_time(r['finished_at'])}  {ops.short(r['error'])}"
+            ),
+        )
+    )
     print(f"delivery: {_describe_delivery(detail.delivery)}")
     print(
         _section(

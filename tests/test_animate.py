@@ -5,6 +5,7 @@ submissions the stand-in saw."""
 
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +22,17 @@ from shared import queue
 from shared.buttons import callback_data
 from shared.config import REPO_ROOT
 from shared.media import probe
-from tests.support import CHAT, Worker, child_env, enqueue, job, post, press, texts_sent
+from tests.support import (
+    CHAT,
+    Worker,
+    child_env,
+    enqueue,
+    job,
+    manage,
+    post,
+    press,
+    texts_sent,
+)
 
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A ship comes home safely."
 
@@ -289,7 +300,8 @@ def test_a_dropped_submission_is_never_sent_again_unasked_and_only_regenerate_pa
 ):
     """The stand-in takes the first task and drops the connection: its outcome is unknown, so
     the scene stays a still, the user is told, and only 🔁 at the videos gate submits it again."""
-    worker = Worker(runway_env(env, runway))
+    settings = runway_env(env, runway)
+    worker = Worker(settings)
     job_id = enqueue(db, DESCRIPTION)
     for gate in ("script", "images"):
         assert worker.tick() == 1
@@ -306,6 +318,9 @@ def test_a_dropped_submission_is_never_sent_again_unasked_and_only_regenerate_pa
     assert "Scene(s) 1 stay stills" in preview_of(telegram, job_id).params["caption"]
     calls = db.execute("SELECT count(*) FROM provider_calls WHERE kind = 'animation'")[0][0]
     assert calls == scenes - 1
+    shown = manage(settings, "show", str(job_id)).stdout
+    assert re.search(r"scene 1 +runway +uncertain +attempt 1 .* id - ", shown), shown
+    assert len(re.findall(r"runway +succeeded", shown)) == scenes - 1
 
     assert queue.add_revision(db, job_id, "videos", "regenerate", None)
     assert worker.tick() == 1

@@ -41,6 +41,8 @@ class JobDetail:
     job: dict[str, Any]
     approvals: list[dict[str, Any]]
     revisions: list[dict[str, Any]]
+    remote_tasks: list[dict[str, Any]]
+    """Each submission of a scene's animation to Runway or fal (sql/009_remote_tasks.sql)."""
     delivery: dict[str, Any] | None
     events: list[dict[str, Any]]
     steps: list[dict[str, Any]]
@@ -101,6 +103,7 @@ def job_detail(db: Database, job_id: int) -> JobDetail:
         job=get_job(db, job_id),
         approvals=db.run("ops_job_approvals", id=job_id),
         revisions=db.run("ops_job_revisions", id=job_id),
+        remote_tasks=db.run("ops_job_remote_tasks", id=job_id),
         delivery=db.one("ops_job_delivery", id=job_id),
         events=db.run("ops_job_events", id=job_id),
         steps=db.run("ops_job_steps", id=job_id),

@@ -29,6 +29,12 @@ FROM approval_statuses WHERE job_id = :id::bigint::text ORDER BY id;
 SELECT gate, kind, text, created_at, consumed_at
 FROM job_revisions WHERE job_id = :id::bigint ORDER BY id;
 
+-- name: ops_job_remote_tasks
+-- Each submission of a scene's animation, in order, with the provider's id for its support.
+SELECT scene, stills_variant, videos_variant, attempt, provider, state, handle ->> 'id' AS remote_id,
+       seconds_billed, usd, error, created_at, submitted_at, finished_at
+FROM remote_tasks WHERE job_id = :id::bigint ORDER BY id;
+
 -- name: ops_job_delivery
 SELECT state, telegram_message_id, started_at, sent_at, attempts, resends, last_error
 FROM deliveries WHERE job_id = :id::bigint;
