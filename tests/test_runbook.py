@@ -167,7 +167,7 @@ def test_resend_asks_for_an_unknown_delivery_once(db):
     assert (again.id, again.step) == (job.id, "deliver")
 
 
-@pytest.mark.parametrize("gate", ["script", "images"])
+@pytest.mark.parametrize("gate", ["script", "images", "videos"])
 def test_approve_at_each_gate_as_pasted_resumes_the_job(db, gate):
     job_id = waiting_job(db, gate)
     [approve] = statements(f"Approve job 42 at the {gate} gate")

@@ -14,7 +14,7 @@ import random
 
 from localapi.soak import SoakPlan, run_soak
 
-JOBS = 30
+JOBS = 24
 TIMEOUT_S = 180.0
 
 
