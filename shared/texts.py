@@ -216,8 +216,8 @@ TEXTS: dict[str, dict[str, str]] = {
         "with a corrected script.",
     },
     "storyboard_caption": {
-        "ru": "🖼 Раскадровка «{title}»: {scenes} сцен(ы). Одобрить и монтировать видео?",
-        "en": '🖼 Storyboard for "{title}": {scenes} scene(s). Approve and render the video?',
+        "ru": "🖼 Раскадровка «{title}»: {scenes} сцен(ы). Одобрить кадры?",
+        "en": '🖼 Storyboard for "{title}": {scenes} scene(s). Approve the stills?',
     },
     "progress_script": {"ru": "✍️ Пишу сценарий…", "en": "✍️ Writing the script…"},
     "progress_images": {"ru": "🎨 Рисую сцены… {pct}%", "en": "🎨 Drawing scenes… {pct}%"},
