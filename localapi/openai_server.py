@@ -35,21 +35,18 @@ import time
 import wave
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
 from localapi import BadBody, LocalServer, Reply, Request, UploadedFile, parse_form
+from shared.media import FONT_PATH
 
 DEFAULT_API_KEY = "sk-local-test-key"
 SPEECH_CHARS_PER_SECOND = 14.0
 SPEECH_SAMPLE_RATE = 24_000
 MAX_SPEECH_INPUT_CHARS = 4096
 UNKNOWN_SIZE = b"\xff\xff\xff\xff"
-FONT_PATH = (
-    Path(__file__).resolve().parents[1] / "shared" / "assets" / "fonts" / "DejaVuSans-Bold.ttf"
-)
 IMAGE_SIZES = {
     "gpt-image": ("1024x1024", "1536x1024", "1024x1536", "auto"),
     "dall-e-3": ("1024x1024", "1792x1024", "1024x1792"),

@@ -23,7 +23,7 @@ from shared.config import REPO_ROOT, load_settings
 from shared.db import Database
 
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures" / "updates"
-SAMPLES_DIR = REPO_ROOT / "tests" / "fixtures" / "telegram-samples"
+SAMPLES_DIR = REPO_ROOT / "tests" / "fixtures" / "bot-api-samples"
 WEBHOOK_SOURCE = str(REPO_ROOT / "functions" / "webhook" / "main.py")
 SECRET = "test-secret_0123456789"
 TOKEN = DEFAULT_TOKEN
