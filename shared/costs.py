@@ -113,19 +113,20 @@ def load_prices(path: Path | None) -> Prices:
 def chosen(settings: Settings, kind: str) -> tuple[str, str]:
     """(provider, model) that makes calls of `kind` (script, voice, visuals, transcribe,
     animation); ("local", "local") for a provider that runs on this machine for free."""
-    if kind == "animation":
-        models = {"runway": settings.runway_video_model, "fal": settings.fal_video_model}
-        provider = settings.animation_provider
-        return (provider, models[provider]) if provider in models else ("local", "local")
-    if kind == "visuals" and settings.visuals_provider == "runway":
-        return ("runway", settings.runway_image_model)
-    provider, model = {
-        "script": (settings.script_provider, settings.openai_script_model),
-        "voice": (settings.voice_provider, settings.openai_tts_model),
-        "visuals": (settings.visuals_provider, settings.openai_image_model),
-        "transcribe": (settings.transcribe_provider, settings.openai_transcribe_model),
+    provider, models = {
+        "script": (settings.script_provider, {"openai": settings.openai_script_model}),
+        "voice": (settings.voice_provider, {"openai": settings.openai_tts_model}),
+        "visuals": (
+            settings.visuals_provider,
+            {"openai": settings.openai_image_model, "runway": settings.runway_image_model},
+        ),
+        "transcribe": (settings.transcribe_provider, {"openai": settings.openai_transcribe_model}),
+        "animation": (
+            settings.animation_provider,
+            {"runway": settings.runway_video_model, "fal": settings.fal_video_model},
+        ),
     }[kind]
-    return (provider, model) if provider == "openai" else ("local", "local")
+    return (provider, models[provider]) if provider in models else ("local", "local")
 
 
 def providers_key(settings: Settings) -> str:

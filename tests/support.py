@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,26 @@ class Worker:
 
     def tick(self) -> int:
         return run_tick(self.settings, self.db, self.telegram, self.providers)
+
+
+def worker_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """One cron run of the worker in a process of its own (to be killed), its output dropped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "functions.worker"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def wait_out_lease(db: dbmod.Database, job_id: int, margin: float = 0.2) -> None:
+    """Sleep until job `job_id`'s lease has expired by the database's clock (a killed worker's
+    job is then taken back by the next claim)."""
+    [[left]] = db.execute(
+        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
+    )
+    time.sleep(max(0.0, float(left)) + margin)
 
 
 def enqueue(db: dbmod.Database, description: str, language: str = "en") -> int:

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -20,7 +18,6 @@ from localapi.fal_server import FalServer
 from localapi.runway_server import RunwayServer
 from shared import queue
 from shared.buttons import callback_data
-from shared.config import REPO_ROOT
 from shared.media import probe
 from tests.support import (
     CHAT,
@@ -32,6 +29,8 @@ from tests.support import (
     post,
     press,
     texts_sent,
+    wait_out_lease,
+    worker_process,
 )
 
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A ship comes home safely."
@@ -220,13 +219,7 @@ def test_worker_killed_while_tasks_run_is_resumed_with_every_clip_and_no_second_
         assert worker.tick() == 1
         decide_by_sql(db, job_id, gate)
     scenes = scenes_of(db, job_id)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "functions.worker"],
-        cwd=REPO_ROOT,
-        env=child_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = worker_process(child_env(settings))
     try:
         deadline = time.monotonic() + 60
         while [row["state"] for row in tasks(db, job_id)] != ["running"] * scenes:
@@ -238,10 +231,7 @@ def test_worker_killed_while_tasks_run_is_resumed_with_every_clip_and_no_second_
         first.wait()
     assert job(db, job_id)["state"] == "running"
     assert len(runway.submissions) == scenes
-    left = db.execute(
-        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
-    )
-    time.sleep(max(0.0, float(left[0][0])) + 0.2)
+    wait_out_lease(db, job_id)
     assert worker.tick() == 1
     assert (job(db, job_id)["state"], job(db, job_id)["gate"]) == ("waiting", "videos")
     assert len(runway.submissions) == scenes
@@ -263,13 +253,7 @@ def test_a_submission_whose_worker_died_before_the_answer_is_never_sent_again(
         decide_by_sql(db, job_id, gate)
     scenes = scenes_of(db, job_id)
     runway.delay_seconds = 2.5
-    first = subprocess.Popen(
-        [sys.executable, "-m", "functions.worker"],
-        cwd=REPO_ROOT,
-        env=child_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = worker_process(child_env(settings))
     try:
         deadline = time.monotonic() + 60
         while [row["state"] for row in tasks(db, job_id)] != ["submitting"]:
@@ -283,10 +267,7 @@ def test_a_submission_whose_worker_died_before_the_answer_is_never_sent_again(
     time.sleep(runway.delay_seconds)
     runway.delay_seconds = 0.0
     assert len(runway.submissions) == 1, "the stand-in took the task the dead worker sent"
-    left = db.execute(
-        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
-    )
-    time.sleep(max(0.0, float(left[0][0])) + 0.2)
+    wait_out_lease(db, job_id)
     assert worker.tick() == 1
     assert job(db, job_id)["gate"] == "videos"
     assert len(runway.submissions) == scenes

@@ -14,7 +14,7 @@ from localapi.openai_server import OpenAIServer
 from localapi.telegram_server import TelegramServer
 from shared import queue
 from shared.config import load_settings
-from shared.costs import DEFAULT_PRICES, estimate, load_prices, providers_key
+from shared.costs import DEFAULT_PRICES, chosen, estimate, load_prices, providers_key
 from shared.db import Database
 from shared.webhook import create_app, webhook_of
 from tests.support import (
@@ -76,6 +76,26 @@ def test_prices_default_and_file_override(tmp_path: Path) -> None:
     overridden = load_prices(path)
     assert estimate("visuals", "flux", {"images": 2}, overridden) == 0
     assert estimate("visuals", "gpt-image-1", {"images": 2}, overridden) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("env", "kind", "expected", "usd"),
+    [
+        ({"VISUALS_PROVIDER": "runway"}, "visuals", ("runway", "gen4_image"), 0.08),
+        ({"VISUALS_PROVIDER": "local"}, "visuals", ("local", "local"), 0.0),
+        ({"ANIMATION_PROVIDER": "runway"}, "animation", ("runway", "gen4_turbo"), 0.25),
+        ({"ANIMATION_PROVIDER": "local"}, "animation", ("local", "local"), 0.0),
+        ({"ANIMATION_PROVIDER": "none"}, "animation", ("local", "local"), 0.0),
+    ],
+)
+def test_each_provider_is_priced_by_its_own_model(
+    env: dict[str, str], kind: str, expected: tuple[str, str], usd: float
+) -> None:
+    """One still, or 5 s of video: Runway's are paid, local ones free."""
+    provider, model = chosen(load_settings(env), kind)
+    assert (provider, model) == expected
+    units = {"images": 1} if kind == "visuals" else {"video_seconds": 5}
+    assert estimate(kind, model, units, load_prices(None)) == pytest.approx(usd)
 
 
 def test_a_jobs_time_and_cost_are_recorded_and_shown(

@@ -26,6 +26,8 @@ from tests.support import (
     USER_ID,
     child_env,
     post,
+    wait_out_lease,
+    worker_process,
 )
 
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A boat comes home."
@@ -236,13 +238,7 @@ def test_operator_resend_goes_the_same_way(db, worker_env, telegram):
 def test_worker_killed_mid_upload_leaves_the_choice_to_the_user(db, worker_env, telegram, client):
     env = child_env(worker_env, WORKER_LEASE_SECONDS="5")
     job_id = enqueue(db)
-    first = subprocess.Popen(
-        [sys.executable, "-m", "functions.worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = worker_process(env)
 
     killed: list[int] = []
 
@@ -257,10 +253,7 @@ def test_worker_killed_mid_upload_leaves_the_choice_to_the_user(db, worker_env, 
     finally:
         first.kill()
     assert delivery(db, job_id)["state"] == "sending"
-    left = db.execute(
-        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
-    )
-    time.sleep(max(0.0, float(left[0][0])) + 0.2)
+    wait_out_lease(db, job_id)
 
     worker = Worker(worker_env)
     assert worker.tick() == 1

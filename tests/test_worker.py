@@ -17,7 +17,17 @@ from shared import queue
 from shared.config import REPO_ROOT, load_settings
 from shared.media import probe
 from shared.operator import ops
-from tests.support import CHAT, Worker, child_env, decide, enqueue, job, texts_sent
+from tests.support import (
+    CHAT,
+    Worker,
+    child_env,
+    decide,
+    enqueue,
+    job,
+    texts_sent,
+    wait_out_lease,
+    worker_process,
+)
 
 
 def test_description_becomes_a_delivered_watchable_video(db, worker_env, telegram, tmp_path):
@@ -221,13 +231,7 @@ def test_worker_without_configuration_or_database_exits_with_a_clear_message(sch
 def test_worker_killed_during_render_delivers_exactly_once(db, worker_env, telegram):
     env = child_env(worker_env, APPROVAL_GATES="", WORKER_LEASE_SECONDS="9", VIDEO_SECONDS="20")
     job_id = enqueue(db, "A long train crosses a snowy valley. Children wave. The sun sets.")
-    first = subprocess.Popen(
-        [sys.executable, "-m", "functions.worker"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = worker_process(env)
     try:
         telegram.wait_for(
             "editMessageText", lambda c: "Rendering" in c.params.get("text", ""), timeout=60
@@ -246,10 +250,7 @@ def test_worker_killed_during_render_delivers_exactly_once(db, worker_env, teleg
     )
     assert early.returncode == 0, early.stderr
     assert job(db, job_id)["state"] == "running", "taken over before the lease expired"
-    left = db.execute(
-        "SELECT extract(epoch FROM lease_expires_at - now()) FROM jobs WHERE id = :j", j=job_id
-    )
-    time.sleep(max(0.0, float(left[0][0])) + 0.3)
+    wait_out_lease(db, job_id, margin=0.3)
     late = subprocess.run(
         [sys.executable, "-m", "functions.worker"],
         cwd=REPO_ROOT,

@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 from PIL import Image, ImageFont
 
+from shared.config import CAPTION_STYLES
 from shared.media import FONT_PATH, FONTS_DIR, ffmpeg_exe
 from shared.plan import Scene
 from shared.providers.base import WordTiming
@@ -35,7 +36,6 @@ from shared.providers.base import WordTiming
 logger = logging.getLogger(__name__)
 
 FONT_FAMILY = "DejaVu Sans"  # family name inside FONTS_DIR/DejaVuSans-Bold.ttf
-CAPTION_STYLES = ("karaoke", "words", "sentence", "off")
 SAFE_TOP_SHARE = 0.10
 SAFE_BOTTOM_SHARE = 0.20
 HOLD_SECONDS = 0.5  # a line stays up this long after its last word, unless the next one starts

@@ -22,10 +22,10 @@ from typing import Protocol, Sequence, runtime_checkable
 from shared.errors import PermanentError, TransientError
 from shared.media import ffmpeg_exe
 from shared.providers.base import Speech, Transcriber, WordTiming
+from shared.words import settle, syllables
 
 log = logging.getLogger(__name__)
 
-VOWELS = frozenset("aeiouyаеёиоуыэюя")
 # What a pause after a word costs, in syllables of speech, by the punctuation that ends it.
 CLAUSE_PAUSE = 1.5
 SENTENCE_PAUSE = 3.0
@@ -106,14 +106,6 @@ def _heard(transcriber: WordTranscriber, audio: Path, language: str) -> list[Wor
         return []
 
 
-def syllables(word: str) -> int:
-    """Vowels (Latin and Cyrillic) in `word`, two per digit; at least 1 for a word with a
-    letter or digit, 0 for bare punctuation."""
-    lowered = word.lower()
-    count = sum(1 for char in lowered if char in VOWELS) + 2 * sum(map(str.isdigit, lowered))
-    return max(count, 1) if any(map(str.isalnum, lowered)) else 0
-
-
 def pause_after(word: str) -> float:
     """The pause, in syllables, that the punctuation at the end of `word` asks for."""
     stripped = word.rstrip(CLOSING_MARKS)
@@ -122,38 +114,6 @@ def pause_after(word: str) -> float:
     if stripped and stripped[-1] in CLAUSE_ENDS:
         return CLAUSE_PAUSE
     return 0.0
-
-
-def settle(words: Sequence[str], starts: Sequence[float | None], end: float) -> list[WordTiming]:
-    """One timing per word from the starts known for some of them.
-
-    Known starts are kept, clamped to [0, end] and made non-decreasing; the words between two
-    known starts (or 0 and `end`) share that time by syllables, so bare punctuation gets no
-    time. Each word ends where the next starts; the last at `end`.
-    """
-    end = max(end, 0.0)
-    anchors: list[tuple[int, float]] = []
-    floor = 0.0
-    for index, start in enumerate(starts):
-        if start is not None:
-            floor = max(floor, min(max(start, 0.0), end))
-            anchors.append((index, floor))
-    if not anchors or anchors[0][0] != 0:
-        anchors.insert(0, (0, 0.0))
-    anchors.append((len(words), end))
-    sizes = [syllables(word) for word in words]
-    times = [0.0] * len(words)
-    for (first, begin), (stop, finish) in zip(anchors, anchors[1:]):
-        total = sum(sizes[first:stop])
-        clock = 0.0
-        for index in range(first, stop):
-            share = clock / total if total else (index - first) / (stop - first)
-            times[index] = begin + (finish - begin) * share
-            clock += sizes[index]
-    return [
-        WordTiming(word, start, next_start)
-        for word, start, next_start in zip(words, times, [*times[1:], end])
-    ]
 
 
 def map_words(

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import espeakng_loader
 
-from shared.pipeline.timings import settle
 from shared.providers.base import Speech, WordTiming
+from shared.words import settle
 
 logger = logging.getLogger(__name__)
 
