@@ -258,6 +258,25 @@ def cmd_stats(args: argparse.Namespace, ctx: Context) -> int:
     print(
         f"waiting at a gate: {stats.waiting_gates} ({stats.gates_past_deadline} past the deadline)"
     )
+    print("workers (the last hour):")
+    print(
+        ops.format_table(
+            ("  HOST", "PID", "SLOTS", "RENDERS", "IN FLIGHT", "HEARTBEAT"),
+            [
+                (
+                    f"  {w['host']}",
+                    w["pid"],
+                    w["slots"],
+                    w["render_slots"],
+                    w["in_flight"],
+                    "stopped" if w["stopped"] else ops.format_age(w["heartbeat_age_seconds"]),
+                )
+                for w in stats.workers
+            ],
+        )
+        if stats.workers
+        else "  none"
+    )
     print("table sizes:")
     print(
         ops.format_table(

@@ -1,14 +1,30 @@
-"""Throughput and latency of the webhook as deployed, against the database's own ceiling.
+"""Throughput and latency of the webhook as deployed, against a webhook doing a bare insert
+over the same HTTP connections, measured in the same run (issue 17).
 
-    python -m bench.webhook [--updates 5000] [--concurrency 32] [--workers 2] [--threads 8]
+    python -m bench.webhook [--updates 6000] [--rounds 4] [--concurrency 32] [--workers 2]
+                            [--threads 8]
 
-It starts gunicorn (`gunicorn -w 2 --threads 8 'functions.webhook.main:create()'`, the deployed
-configuration) on loopback, against DATABASE_URL if set or else the embedded PostgreSQL in
-VIDEOBOT_DATA_DIR, in a fresh schema. `--concurrency` senders, each on its own keep-alive connection (asyncio, so
-the load generator costs little CPU), POST new-description updates, each from a distinct user so
-that each creates a job. Then one pg8000 connection runs the same prepared statement
-(`create_job_from_update`) in a loop: the database's ceiling for these writes. The last line of
-output is one JSON object.
+It starts two gunicorns on loopback with the deployed configuration (`-w 2 --threads 8`, see
+render.yaml), against DATABASE_URL if set or else the embedded PostgreSQL in VIDEOBOT_DATA_DIR,
+in a fresh schema:
+- webhook: `functions.webhook.main:create()`, our webhook;
+- bare: `bench.bare_webhook:create()`, a plain WSGI app that checks the secret header, parses
+  the update and makes ONE bare INSERT of a row on its thread's own connection, answering 200:
+  the cheapest webhook there is, everything but the description path's work equal.
+`--concurrency` senders, each on its own keep-alive connection (asyncio, so the load generator
+costs little CPU), POST new-description updates, each from a distinct user so that each creates
+a job. The updates are sent in `--rounds` rounds, each round one batch to each server, in the
+order webhook, bare, then bare, webhook (so a change in the shared machine's load weighs on
+both alike). `ratio` = webhook / bare, updates per second (issue 17 asks for >= 0.7); p50 and
+p99 of both.
+
+Then, with the servers stopped, two secondary figures that explain where the time goes, from the
+same shape of client without HTTP (`--workers` processes of `--threads` threads, each its own
+pg8000 connection, as many as a server holds), each thread writing in a loop:
+- insert: the bare webhook's INSERT;
+- statement: our webhook's description statement (`queue.create_job_from_update`).
+statement / insert is what the SQL costs over a bare insert; webhook / statement and
+bare / insert what the HTTP layers cost. The last line of output is one JSON object.
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import shutil
 import socket
@@ -23,19 +40,31 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import uuid
+from dataclasses import dataclass, field
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
-from typing import Any
+from typing import Callable
 
+from bench.bare_webhook import CREATE_TABLE, INSERT
 from shared import db as dbmod
 from shared import queue
-from shared.config import REPO_ROOT, load_settings
+from shared.config import REPO_ROOT, Settings, load_settings
+from shared.costs import providers_key
 from shared.migrate import migrate
 
 SECRET = "bench-secret"
 FIRST_USER_ID = 10_000_000
+SERVERS = {"webhook": "functions.webhook.main:create()", "bare": "bench.bare_webhook:create()"}
+LOOP_FIRST = {"insert": 50_000_000, "statement": 60_000_000}
+"""Where the loops' update numbers start, apart from the servers' (and from each other)."""
+
+
+def description_text(number: int) -> str:
+    return f"A paper boat sailing down a rainy street, take {number}"
 
 
 def description_update(number: int) -> bytes:
@@ -54,7 +83,7 @@ def description_update(number: int) -> bytes:
                 "date": 1735689600,
                 "from": user,
                 "chat": {"id": FIRST_USER_ID + number, "type": "private", "first_name": "Bench"},
-                "text": f"A paper boat sailing down a rainy street, take {number}",
+                "text": description_text(number),
             },
         }
     ).encode()
@@ -67,7 +96,7 @@ def free_port() -> int:
 
 
 def start_gunicorn(
-    env: dict[str, str], port: int, workers: int, threads: int, log_path: Path
+    env: dict[str, str], app: str, port: int, workers: int, threads: int, log_path: Path
 ) -> subprocess.Popen[bytes]:
     command = [
         str(Path(sys.executable).parent / "gunicorn"),
@@ -79,7 +108,7 @@ def start_gunicorn(
         f"127.0.0.1:{port}",
         "--keep-alive",
         "30",
-        "functions.webhook.main:create()",
+        app,
     ]
     print("server: gunicorn " + " ".join(command[1:]))
     process = subprocess.Popen(
@@ -94,12 +123,31 @@ def start_gunicorn(
         except OSError:
             time.sleep(0.1)
     process.terminate()
-    raise RuntimeError(f"gunicorn did not become healthy; see {log_path}")
+    raise RuntimeError(f"gunicorn {app} did not become healthy; see {log_path}")
 
 
-async def sender(
-    port: int, numbers: list[int], latencies: list[float], statuses: dict[int, int]
-) -> None:
+@dataclass
+class Tally:
+    """One server's load: updates sent, seconds spent sending them, latencies, statuses."""
+
+    updates: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.updates / self.seconds
+
+    def p(self, fraction: float) -> float:
+        """The latency at `fraction` (0.5: the median), in milliseconds."""
+        if fraction == 0.5:
+            return statistics.median(self.latencies) * 1000
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+async def sender(port: int, numbers: list[int], tally: Tally) -> None:
     """POST each update on one keep-alive connection, waiting for each response."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     for number in numbers:
@@ -117,61 +165,140 @@ async def sender(
             if line.lower().startswith(b"content-length:")
         )
         await reader.readexactly(length)
-        latencies.append(time.perf_counter() - started)
+        tally.latencies.append(time.perf_counter() - started)
         status = int(head.split(b" ", 2)[1])
-        statuses[status] = statuses.get(status, 0) + 1
+        tally.statuses[status] = tally.statuses.get(status, 0) + 1
     writer.close()
 
 
-async def load(
-    port: int, first: int, count: int, concurrency: int
-) -> tuple[float, list[float], dict[int, int]]:
+async def load(port: int, first: int, count: int, concurrency: int, tally: Tally) -> None:
+    """Send updates first .. first + count - 1 over `concurrency` connections into `tally`."""
     numbers = list(range(first, first + count))
-    latencies: list[float] = []
-    statuses: dict[int, int] = {}
     started = time.perf_counter()
     await asyncio.gather(
-        *(sender(port, numbers[i::concurrency], latencies, statuses) for i in range(concurrency))
+        *(sender(port, numbers[i::concurrency], tally) for i in range(concurrency))
     )
-    return time.perf_counter() - started, latencies, statuses
+    tally.seconds += time.perf_counter() - started
+    tally.updates += count
 
 
-def ceiling(settings: Any, first: int, count: int) -> float:
-    """Updates/s of the same prepared statement in a loop on one connection."""
-    database = dbmod.connect(settings, "bench-ceiling")
-    started = time.perf_counter()
-    for number in range(first, first + count):
-        queue.create_job_from_update(
-            database,
-            update_id=number,
-            chat_id=FIRST_USER_ID + number,
-            user_id=FIRST_USER_ID + number,
-            language="en",
-            description=f"ceiling take {number}",
-            max_attempts=settings.job_max_attempts,
-            max_active=settings.max_active_jobs_per_user,
-            max_per_day=settings.max_jobs_per_day,
-            per_minute=settings.rate_limit_per_minute,
-            per_hour=settings.rate_limit_per_hour,
-            max_running=settings.max_concurrent_jobs,
+def writer(database: dbmod.Database, kind: str, settings: Settings) -> Callable[[int], None]:
+    """One update's write without HTTP: the bare webhook's INSERT (a prepared statement, as
+    there) or our webhook's description statement, its time estimate included."""
+    if kind == "insert":
+        insert = database.conn.prepare(INSERT)
+        return lambda number: insert.run(
+            update_id=number, user_id=FIRST_USER_ID + number, text=description_text(number)
         )
+    return lambda number: queue.create_job_from_update(
+        database,
+        update_id=number,
+        chat_id=FIRST_USER_ID + number,
+        user_id=FIRST_USER_ID + number,
+        language="en",
+        description=description_text(number),
+        max_attempts=settings.job_max_attempts,
+        max_active=settings.max_active_jobs_per_user,
+        max_per_day=settings.max_jobs_per_day,
+        per_minute=settings.rate_limit_per_minute,
+        per_hour=settings.rate_limit_per_hour,
+        max_running=settings.max_concurrent_jobs,
+        providers=providers_key(settings),
+    )
+
+
+def loop_process(
+    settings: Settings, kind: str, numbers: list[int], threads: int, start: Barrier
+) -> None:
+    """One process of the client: `threads` threads, each its own connection, writing its
+    share of `numbers` in a loop. The first write of each is made before `start` (untimed)."""
+    connections = [dbmod.connect(settings, f"bench-{kind}") for _ in range(threads)]
+    shares = [numbers[i::threads] for i in range(threads)]
+    writes = [writer(database, kind, settings) for database in connections]
+    for write, share in zip(writes, shares):
+        write(share[0])
+
+    def run(write: Callable[[int], None], share: list[int]) -> None:
+        for number in share:
+            write(number)
+
+    workers = [
+        threading.Thread(target=run, args=(write, share[1:]))
+        for write, share in zip(writes, shares)
+    ]
+    start.wait()
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for database in connections:
+        database.close()
+
+
+def loop_rate(settings: Settings, kind: str, count: int, workers: int, threads: int) -> float:
+    """Writes/s of `kind` by `workers` processes of `threads` connections, from their common
+    start (every connection open, its first write made) to the last one done."""
+    context = multiprocessing.get_context("fork")
+    start = context.Barrier(workers + 1)
+    numbers = list(range(LOOP_FIRST[kind], LOOP_FIRST[kind] + count))
+    processes = [
+        context.Process(
+            target=loop_process, args=(settings, kind, numbers[i::workers], threads, start)
+        )
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()
+    start.wait()
+    started = time.perf_counter()
+    for process in processes:
+        process.join()
     elapsed = time.perf_counter() - started
-    database.close()
-    return count / elapsed
+    failed = [process.exitcode for process in processes if process.exitcode]
+    if failed:
+        raise RuntimeError(f"a {kind} loop process failed: exit codes {failed}")
+    return (count - workers * threads) / elapsed
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+def serve_and_load(
+    env: dict[str, str], workdir: Path, args: argparse.Namespace
+) -> dict[str, Tally]:
+    """Both servers up, warmed up, then loaded in alternating rounds; their tallies."""
+    ports = {name: free_port() for name in SERVERS}
+    processes: list[subprocess.Popen[bytes]] = []
+    tallies = {name: Tally() for name in SERVERS}
+    try:
+        for name, app in SERVERS.items():
+            log_path = workdir / f"{name}.log"
+            processes.append(
+                start_gunicorn(env, app, ports[name], args.workers, args.threads, log_path)
+            )
+        for name in SERVERS:
+            asyncio.run(load(ports[name], 1, args.warmup, args.concurrency, Tally()))
+        batch = args.updates // args.rounds
+        first = args.warmup + 1
+        for round_number in range(args.rounds):
+            order = list(SERVERS) if round_number % 2 == 0 else list(reversed(SERVERS))
+            for name in order:
+                asyncio.run(load(ports[name], first, batch, args.concurrency, tallies[name]))
+            first += batch
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=10)
+    return tallies
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--updates", type=int, default=5000)
+    parser.add_argument("--updates", type=int, default=6000, help="per server, all rounds")
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--loop-updates", type=int, default=3000)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-webhook-", dir="/tmp"))
@@ -188,37 +315,56 @@ def main() -> None:
     settings = load_settings(env)
     admin = dbmod.connect(settings, "bench-admin")
     migrate(admin)
-    port = free_port()
-    process = start_gunicorn(env, port, args.workers, args.threads, workdir / "gunicorn.log")
+    admin.execute(CREATE_TABLE)
     try:
-        asyncio.run(load(port, 1, args.warmup, args.concurrency))
-        elapsed, latencies, statuses = asyncio.run(
-            load(port, args.warmup + 1, args.updates, args.concurrency)
-        )
+        tallies = serve_and_load(env, workdir, args)
+        jobs = admin.execute("SELECT count(*) FROM jobs")[0][0]
+        bare_rows = admin.execute("SELECT count(*) FROM bench_bare_updates")[0][0]
+        loops = dict(count=args.loop_updates, workers=args.workers, threads=args.threads)
+        insert = loop_rate(settings, "insert", **loops)
+        statement = loop_rate(settings, "statement", **loops)
     finally:
-        process.terminate()
-        process.wait(timeout=10)
-    jobs = admin.execute("SELECT count(*) FROM jobs")[0][0]
-    db_ceiling = ceiling(settings, 10_000_000, args.updates)
-    admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    admin.close()
-    shutil.rmtree(workdir, ignore_errors=True)
+        admin.execute(f"DROP SCHEMA {schema} CASCADE")
+        admin.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
-    rate = args.updates / elapsed
+    ours, bare = tallies["webhook"], tallies["bare"]
     result = {
         "bench": "webhook",
-        "updates_per_s": round(rate, 1),
-        "p50_ms": round(statistics.median(latencies) * 1000, 2),
-        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
-        "ceiling_per_s": round(db_ceiling, 1),
-        "ratio": round(rate / db_ceiling, 3),
+        "updates_per_s": round(ours.rate, 1),
+        "p50_ms": round(ours.p(0.5), 2),
+        "p99_ms": round(ours.p(0.99), 2),
+        "bare_per_s": round(bare.rate, 1),
+        "bare_p50_ms": round(bare.p(0.5), 2),
+        "bare_p99_ms": round(bare.p(0.99), 2),
+        "ratio": round(ours.rate / bare.rate, 3),
+        "loop_insert_per_s": round(insert, 1),
+        "loop_statement_per_s": round(statement, 1),
+        "statement_ratio": round(statement / insert, 3),
     }
+    connections = args.workers * args.threads
     print(
-        f"updates={args.updates} concurrency={args.concurrency} statuses={statuses} "
-        f"jobs_created={jobs} (warm-up {args.warmup} included)"
+        f"updates={args.updates} per server in {args.rounds} rounds, "
+        f"concurrency={args.concurrency}, gunicorn -w {args.workers} --threads {args.threads}"
     )
-    print(f"webhook: {rate:.0f} updates/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms")
-    print(f"database ceiling (one connection, same prepared statement): {db_ceiling:.0f} updates/s")
+    print(
+        f"webhook: statuses={ours.statuses}, jobs_created={jobs} (warm-up {args.warmup} "
+        f"included); bare: statuses={bare.statuses}, rows={bare_rows}"
+    )
+    print(
+        f"webhook: {ours.rate:.0f} updates/s, p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms"
+    )
+    print(
+        f"bare-insert webhook: {bare.rate:.0f} updates/s, p50 {result['bare_p50_ms']} ms, "
+        f"p99 {result['bare_p99_ms']} ms"
+    )
+    print(f"webhook / bare-insert webhook = {result['ratio']}")
+    print(
+        f"without HTTP ({connections} connections in a loop): bare INSERT {insert:.0f}/s, "
+        f"description statement {statement:.0f}/s; statement/insert = "
+        f"{result['statement_ratio']}, webhook/statement = {ours.rate / statement:.3f}, "
+        f"bare webhook/insert = {bare.rate / insert:.3f}"
+    )
     print(json.dumps(result))
 
 

@@ -13,7 +13,9 @@ Routes (under `/v1`, so `start()` returns a base URL ending in `/v1`, like OPENA
   registered with the transcript, else its words spread over the sound in the WAV.
 Every route needs `Authorization: Bearer <api_key>` and answers errors with OpenAI's error body.
 Faults: `fail_next(path, status)`, `bad_json_next(n)`, `respond_next(path, ...)`, and `delay`
-(seconds every answer waits, to play a hung server).
+(seconds every answer waits, to play a hung server). Latency: `image_seconds` and
+`speech_seconds`, how long a picture and a voice take to make (requests are served side by side,
+so a benchmark can model gpt-image-1's 30-60 s and a crowd of jobs).
 
 `flavor` plays another server family behind the same routes (see `FLAVORS`): one that refuses
 some `response_format` types with that family's real 400 body, wraps the JSON in a Markdown fence,
@@ -244,11 +246,20 @@ class OpenAIServer(LocalServer):
         port: int = 0,
         flavor: str = "openai",
         delay: float = 0.0,
+        image_seconds: float = 0.0,
+        speech_seconds: float = 0.0,
     ) -> None:
         super().__init__(host, port)
         self.api_key = api_key
         self.flavor = FLAVORS[flavor]
         self.delay = delay
+        self.image_seconds = image_seconds
+        """How long /images/generations takes to draw a picture that it answers."""
+        self.speech_seconds = speech_seconds
+        """How long /audio/speech takes to speak a voice that it answers."""
+        self.images_drawing = 0
+        self.images_peak = 0
+        """The most pictures /images/generations was drawing at once."""
         self._lock = threading.Condition()
         self._requests: list[RecordedRequest] = []
         self._canned: dict[str, deque[Reply]] = defaultdict(deque)
@@ -429,6 +440,7 @@ class OpenAIServer(LocalServer):
                 f"This local server only produces 'wav', not {audio_format!r}.",
                 param="response_format",
             )
+        time.sleep(self.speech_seconds)
         return Reply(200, _speech_wav(text), "audio/wav")
 
     # ---- images -------------------------------------------------------------------------------
@@ -462,7 +474,15 @@ class OpenAIServer(LocalServer):
                 param="response_format",
             )
         width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
-        png = _draw_png(prompt, (width, height))
+        with self._lock:
+            self.images_drawing += 1
+            self.images_peak = max(self.images_peak, self.images_drawing)
+        try:
+            time.sleep(self.image_seconds)
+            png = _draw_png(prompt, (width, height))
+        finally:
+            with self._lock:
+                self.images_drawing -= 1
         return Reply.json(
             200,
             {

@@ -7,7 +7,11 @@ Routes, as Runway's (`start()` returns the base URL, like RUNWAY_API_BASE):
   first download and kept;
 - POST /v1/text_to_image: a real PNG of the ratio's size;
 - GET /v1/tasks/{id}: PENDING, (THROTTLED when `throttle`), RUNNING with `progress`, then
-  SUCCEEDED with `output` after `task_seconds` (or FAILED with `failure` and `failureCode`);
+  SUCCEEDED with `output` (or FAILED with `failure` and `failureCode`) once the task has run
+  `task_seconds` (a video) or `image_seconds` (an image), as they were when it was created.
+  With `concurrency` set, Runway's line is modelled: at most that many tasks run at once, the
+  others wait THROTTLED in the order they came, and a task's seconds count from when it leaves
+  the line;
 - DELETE /v1/tasks/{id}: 204, the task becomes CANCELLED;
 - GET /files/{id}.mp4|.png?token=...: the output, "pre-signed" like Runway's: it needs the
   token and refuses a request that carries an Authorization header, as a storage host does.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import io
 import re
 import shutil
@@ -124,6 +129,8 @@ class RunwayServer(LocalServer):
         api_key: str = DEFAULT_API_KEY,
         task_seconds: float = 0.5,
         *,
+        image_seconds: float | None = None,
+        concurrency: int | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         throttle: bool = False,
@@ -132,6 +139,11 @@ class RunwayServer(LocalServer):
         super().__init__(host, port)
         self.api_key = api_key
         self.task_seconds = task_seconds
+        """How long a video task runs once it leaves the line."""
+        self.image_seconds = task_seconds if image_seconds is None else image_seconds
+        """How long an image task runs once it leaves the line."""
+        self.concurrency = concurrency
+        """Tasks that run at once (None: all); the others wait THROTTLED."""
         self.throttle = throttle
         self.delay_seconds = delay_seconds
         self.out_of_credits = False
@@ -139,7 +151,8 @@ class RunwayServer(LocalServer):
         """Bodies of the task-creating requests that created a task; image data is replaced
         by its length in bytes."""
         self.tasks: dict[str, dict[str, Any]] = {}
-        """Task id → {"status", "kind", "model", "ratio", "duration", "created", ...}."""
+        """Task id → {"status", "kind", "model", "ratio", "duration", "created", "seconds",
+        "started" (None while it waits in the line), ...}; monotonic times."""
         self.polls = 0
         self.deleted: list[str] = []
         self.downloads = 0
@@ -253,7 +266,15 @@ class RunwayServer(LocalServer):
             recorded["promptImage"] = len(still)
         with self._lock:
             task["failureCode"] = self._fail_next.pop(0) if self._fail_next else None
-            self.tasks[task_id] = {**task, "status": "PENDING", "created": time.monotonic()}
+            seconds = self.task_seconds if task["kind"] == "video" else self.image_seconds
+            self.tasks[task_id] = {
+                **task,
+                "status": "PENDING",
+                "created": time.monotonic(),
+                "seconds": seconds,
+                "started": None,
+                "cancelled": None,
+            }
             if still is not None:
                 self._stills[task_id] = still
             self.submissions.append(recorded)
@@ -307,6 +328,7 @@ class RunwayServer(LocalServer):
             task = self.tasks.get(task_id)
             if task is None:
                 raise RunwayError(404, "Task not found")
+            self._line()
             self._advance(task)
             body: dict[str, Any] = {
                 "id": task_id,
@@ -325,12 +347,39 @@ class RunwayServer(LocalServer):
                 body["failureCode"] = task["failureCode"]
             return body
 
+    def _line(self) -> None:
+        """Give each task the time it leaves Runway's line (under the lock): at once, or with
+        `concurrency` set, in the order the tasks came, when a slot frees. A task cancelled
+        before it left the line never takes a slot; one cancelled while running frees its slot
+        then. Worked out afresh from the tasks' fixed times, so a start never moves."""
+        now = time.monotonic()
+        ends: list[float] = []  # a heap: when each task holding a slot gives it back
+        for task in self.tasks.values():
+            start, waited = task["created"], False
+            if self.concurrency is not None:
+                while ends and ends[0] <= start:
+                    heapq.heappop(ends)
+                if len(ends) >= self.concurrency:
+                    start, waited = heapq.heappop(ends), True
+            cancelled = task["cancelled"]
+            if cancelled is not None and cancelled <= start:
+                if waited:  # the slot it would have taken stays with the next in line
+                    heapq.heappush(ends, start)
+                continue
+            end = start + task["seconds"]
+            heapq.heappush(ends, end if cancelled is None else min(end, cancelled))
+            task["started"] = start if start <= now else None
+
     def _advance(self, task: dict[str, Any]) -> None:
-        """Move `task` along PENDING → (THROTTLED) → RUNNING → SUCCEEDED or FAILED by the time
-        it has existed (as a share of `task_seconds`)."""
+        """Move `task` along (THROTTLED in the line) → PENDING → (THROTTLED) → RUNNING →
+        SUCCEEDED or FAILED by the time since it left the line (as a share of its seconds)."""
         if task["status"] in ("SUCCEEDED", "FAILED", "CANCELLED"):
             return
-        share = (time.monotonic() - task["created"]) / max(self.task_seconds, 1e-9)
+        if task["started"] is None:
+            task["status"] = "THROTTLED"
+            return
+        share = (time.monotonic() - task["started"]) / max(task["seconds"], 1e-9)
+        task["status"] = "PENDING"
         running_from = 0.5 if self.throttle else 0.2
         if share >= 1:
             task["status"] = "FAILED" if task["failureCode"] else "SUCCEEDED"
@@ -346,6 +395,8 @@ class RunwayServer(LocalServer):
             task = self.tasks.get(task_id)
             if task is None:
                 raise RunwayError(404, "Task not found")
+            if task["status"] not in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                task["cancelled"] = time.monotonic()
             task["status"] = "CANCELLED"
             self.deleted.append(task_id)
         return Reply(204, b"", "text/plain")

@@ -46,6 +46,11 @@ class Settings:
     worker_max_seconds: int = 600
     worker_poll_seconds: float = 2.0
     worker_listen_seconds: float = 0.0
+    worker_concurrency: int = 0
+    """Jobs one worker process runs side by side; 0: derived from its CPUs and memory
+    (shared/capacity.py)."""
+    render_concurrency: int = 0
+    """Renders one worker process runs at once; 0: as many as its memory holds."""
     job_max_attempts: int = 5
     retry_base_seconds: float = 5.0
     retry_max_seconds: float = 600.0
@@ -72,7 +77,9 @@ class Settings:
     video_resolution: int = 1080
 
     animation_provider: str = "local"
-    animation_concurrency: int = 4
+    animation_concurrency: int = 8
+    image_concurrency: int = 8
+    voice_concurrency: int = 4
     animation_timeout_seconds: float = 600.0
     animation_poll_seconds: float = 5.0
     runway_api_key: str = ""
@@ -241,6 +248,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         worker_max_seconds=_int(env, "WORKER_MAX_SECONDS", 600, minimum=1),
         worker_poll_seconds=_float(env, "WORKER_POLL_SECONDS", 2.0, minimum=0.05),
         worker_listen_seconds=_float(env, "WORKER_LISTEN_SECONDS", 0.0),
+        worker_concurrency=_int(env, "WORKER_CONCURRENCY", 0, minimum=0),
+        render_concurrency=_int(env, "RENDER_CONCURRENCY", 0, minimum=0),
         job_max_attempts=_int(env, "JOB_MAX_ATTEMPTS", 5, minimum=1),
         retry_base_seconds=_float(env, "RETRY_BASE_SECONDS", 5.0),
         retry_max_seconds=_float(env, "RETRY_MAX_SECONDS", 600.0),
@@ -265,7 +274,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         video_fps=_int(env, "VIDEO_FPS", 30, minimum=1),
         video_resolution=int(_choice(env, "VIDEO_RESOLUTION", "1080", VIDEO_RESOLUTIONS)),
         animation_provider=_choice(env, "ANIMATION_PROVIDER", "local", ANIMATION_PROVIDERS),
-        animation_concurrency=_int(env, "ANIMATION_CONCURRENCY", 4, minimum=1),
+        animation_concurrency=_int(env, "ANIMATION_CONCURRENCY", 8, minimum=1),
+        image_concurrency=_int(env, "IMAGE_CONCURRENCY", 8, minimum=1),
+        voice_concurrency=_int(env, "VOICE_CONCURRENCY", 4, minimum=1),
         animation_timeout_seconds=_float(env, "ANIMATION_TIMEOUT_SECONDS", 600.0, minimum=1.0),
         animation_poll_seconds=_float(env, "ANIMATION_POLL_SECONDS", 5.0, minimum=0.05),
         runway_api_key=env.get("RUNWAY_API_KEY", "").strip(),

@@ -118,9 +118,10 @@ def database_url(settings: Settings) -> str:
 
 
 def wake_channel(schema: str) -> str:
-    """The channel sql/002_notify.sql notifies when a job, a decision or a revision is inserted
-    in `schema`: `<schema>_wake`, the schema cut to 58 characters as the trigger does, so that
-    the name fits PostgreSQL's 63-byte identifiers."""
+    """The channel sql/002_notify.sql notifies when a decision or a revision is inserted in
+    `schema` (a new job no longer does, sql/013_quiet_job_inserts.sql): `<schema>_wake`, the
+    schema cut to 58 characters as the trigger does, so that the name fits PostgreSQL's 63-byte
+    identifiers."""
     return f"{schema[:58]}_wake"
 
 

@@ -101,12 +101,16 @@ class NewJob:
     """What became of a description: `outcome` is created, duplicate (a redelivered update),
     too_many_active, daily_limit, rate_limit_hour or rate_limit_minute. `retry_after`: for a
     rate limit, the seconds until the user may send another. `ahead`: for a created job that
-    cannot start at once because every generation slot is taken, the jobs in line before it."""
+    cannot start at once because every generation slot is taken, the jobs in line before it,
+    counted up to 100 (which means 100 or more). `work_seconds`: for a created job whose
+    estimate was asked for, the median working time of the last jobs done with the same
+    providers; None when none was done with them."""
 
     outcome: str
     job_id: int | None
     retry_after: int | None
     ahead: int | None
+    work_seconds: float | None
 
 
 def create_job_from_update(
@@ -124,46 +128,72 @@ def create_job_from_update(
     per_hour: int,
     max_running: int,
     voice_file_id: str | None = None,
+    providers: str | None = None,
 ) -> NewJob:
-    """The bot's job for a description, in one transaction with the update's record and the
-    user's limits (`max_active` unfinished, `max_per_day`, `per_minute` and `per_hour` new
-    jobs). The user's advisory lock, taken first, makes two descriptions sent at the same
-    instant take turns, so they cannot both pass a limit. A spoken description passes
-    `voice_file_id` (its text is filled in by the job's first step, `transcribe`)."""
-    with db.transaction():
-        db.run("lock_user_jobs", user_id=user_id)
-        row = db.one(
-            "create_job_from_update",
-            update_id=update_id,
-            chat_id=chat_id,
-            user_id=user_id,
-            language=language,
-            description=description,
-            max_attempts=max_attempts,
-            max_active=max_active,
-            max_per_day=max_per_day,
-            per_minute=per_minute,
-            per_hour=per_hour,
-            max_running=max_running,
-            voice_file_id=voice_file_id,
-        )
+    """The bot's job for a description, with the update's record and the user's limits
+    (`max_active` unfinished, `max_per_day`, `per_minute` and `per_hour` new jobs): one
+    statement, the SQL function create_job, so one round trip and its own transaction. In it,
+    the user's advisory lock makes two descriptions sent at the same instant take turns, so
+    they cannot both pass a limit. A spoken description passes `voice_file_id` (its text is
+    filled in by the job's first step, `transcribe`). `providers` (shared.costs.providers_key)
+    asks for the time estimate in the same statement: `NewJob.work_seconds`."""
+    row = db.one(
+        "create_job_from_update",
+        update_id=update_id,
+        chat_id=chat_id,
+        user_id=user_id,
+        language=language,
+        description=description,
+        max_attempts=max_attempts,
+        max_active=max_active,
+        max_per_day=max_per_day,
+        per_minute=per_minute,
+        per_hour=per_hour,
+        max_running=max_running,
+        voice_file_id=voice_file_id,
+        providers=providers,
+    )
     assert row is not None, "create_job_from_update returns one row"
     return NewJob(**row)
 
 
 def claim(
-    db: Database, n: int, lease_seconds: float, max_running: int | None = None
+    db: Database,
+    n: int,
+    lease_seconds: float,
+    max_running: int | None = None,
+    worker_id: UUID | None = None,
 ) -> list[ClaimedJob]:
     """Lease up to `n` runnable jobs in one statement, then commit at once. With `max_running`
     (MAX_CONCURRENT_JOBS), no job starts work while that many run, in all workers: claims take
-    turns under an advisory lock, and a job over the cap stays in line, holding no lease."""
+    turns under an advisory lock, and a job over the cap stays in line, holding no lease.
+    `worker_id` names the worker process that takes them (manage.py stats)."""
+    params = dict(n=n, lease_seconds=lease_seconds, max_running=max_running, worker_id=worker_id)
     if max_running is None:
-        rows = db.run("claim_jobs", n=n, lease_seconds=lease_seconds, max_running=None)
+        rows = db.run("claim_jobs", **params)
     else:
         with db.transaction():
             db.run("lock_claims")
-            rows = db.run("claim_jobs", n=n, lease_seconds=lease_seconds, max_running=max_running)
+            rows = db.run("claim_jobs", **params)
     return [ClaimedJob(**row) for row in rows]
+
+
+def register_worker(
+    db: Database, worker_id: UUID, host: str, pid: int, slots: int, render_slots: int
+) -> None:
+    """Record a worker process, or renew its heartbeat."""
+    db.run(
+        "register_worker",
+        worker_id=worker_id,
+        host=host,
+        pid=pid,
+        slots=slots,
+        render_slots=render_slots,
+    )
+
+
+def stop_worker(db: Database, worker_id: UUID) -> None:
+    db.run("stop_worker", worker_id=worker_id)
 
 
 def _fenced(rows: list[dict[str, Any]], job: ClaimedJob, action: str) -> dict[str, Any]:
@@ -510,18 +540,19 @@ def job_times(db: Database, job_id: int) -> dict[str, float]:
     return row
 
 
-# ---- remote animation tasks (sql/009_remote_tasks.sql) --------------------------------------------
+# ---- remote tasks: clips and stills (sql/009_remote_tasks.sql, sql/010_remote_stills.sql) -------
 
 
 @dataclass(frozen=True)
 class RemoteTaskKey:
-    """Which clips a job's tasks make: its provider and model, and the stills and videos
-    variants the clips belong to."""
+    """Which pictures a job's tasks make: their provider and model, the stills and videos
+    variants they belong to, and their kind ('clip' or 'still'; a still's videos_variant is 0)."""
 
     provider: str
     model: str
     stills_variant: int
     videos_variant: int
+    kind: str = "clip"
 
 
 def begin_remote_task(
@@ -535,11 +566,13 @@ def begin_remote_task(
     timeout_seconds: float,
 ) -> int | None:
     """Record the intent to submit `scene`'s task (state 'submitting') and return its id, or
-    None when `key.provider` already has `slots` tasks in flight across all jobs."""
+    None when `key.provider` already has `slots` tasks of `key.kind` in flight across all jobs
+    (one not started yet, or started less than `timeout_seconds` ago)."""
     row = db.one(
         "begin_remote_task",
         job_id=job.id,
         token=job.lease_token,
+        kind=key.kind,
         scene=scene,
         provider=key.provider,
         model=key.model,
@@ -556,20 +589,53 @@ def begin_remote_task(
 
 
 def remote_task_submitted(
-    db: Database, job: ClaimedJob, task_id: int, handle: dict[str, Any], seconds: float, usd: float
+    db: Database,
+    job: ClaimedJob,
+    task_id: int,
+    handle: dict[str, Any],
+    seconds: float | None,
+    usd: float,
 ) -> None:
-    """The provider took task `task_id`: record its handle (state 'running') and its price."""
+    """The provider took task `task_id`: record its handle (state 'running') and its price;
+    `seconds` of video billed (None for a still)."""
     _fenced(
         db.run(
             "remote_task_submitted",
             task_id=task_id,
             token=job.lease_token,
             handle=json.dumps(handle),
-            seconds_billed=f"{seconds:.2f}",
+            seconds_billed=None if seconds is None else f"{seconds:.2f}",
             usd=f"{usd:.6f}",
         ),
         job,
         f"record remote task {task_id}",
+    )
+
+
+def remote_task_started(db: Database, job: ClaimedJob, task_id: int) -> None:
+    """Polling saw the provider run task `task_id`: its timeout counts from now (set once)."""
+    _fenced(
+        db.run("remote_task_started", task_id=task_id, token=job.lease_token),
+        job,
+        f"record remote task {task_id} started",
+    )
+
+
+def remote_task_answered(
+    db: Database, job: ClaimedJob, task_id: int, handle: dict[str, Any], usd: float
+) -> None:
+    """A synchronous call (`task_id`, still 'submitting') answered and its result is saved:
+    record it succeeded, with its price."""
+    _fenced(
+        db.run(
+            "remote_task_answered",
+            task_id=task_id,
+            token=job.lease_token,
+            handle=json.dumps(handle),
+            usd=f"{usd:.6f}",
+        ),
+        job,
+        f"record remote call {task_id} answered",
     )
 
 
@@ -596,19 +662,21 @@ def end_remote_task(
     )
 
 
-def settle_stale_submissions(db: Database, job: ClaimedJob) -> list[int]:
+def settle_stale_submissions(db: Database, job: ClaimedJob) -> list[tuple[str, int]]:
     """Turn the job's tasks left 'submitting' by an earlier run into 'uncertain'; return their
-    scenes. Run before this run submits anything."""
+    (kind, scene). Run before this run submits anything."""
     rows = db.run("settle_stale_submissions", job_id=job.id, token=job.lease_token)
-    return [row["scene"] for row in rows]
+    return [(row["kind"], row["scene"]) for row in rows]
 
 
 def remote_tasks(db: Database, job_id: int, key: RemoteTaskKey) -> dict[int, dict[str, Any]]:
-    """The latest task of each scene for `key`'s variants, by scene (keys id, scene, attempt,
-    state, handle, output_url, error, age_seconds since it was taken, unsent attempts)."""
+    """The latest task of each scene for `key`'s kind and variants, by scene (keys id, scene,
+    attempt, state, handle, output_url, error, started, age_seconds since the provider started
+    running it (None while it waits in line), unsent attempts)."""
     rows = db.run(
         "remote_tasks",
         job_id=job_id,
+        kind=key.kind,
         stills_variant=key.stills_variant,
         videos_variant=key.videos_variant,
     )

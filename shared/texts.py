@@ -382,6 +382,25 @@ TEXTS.update(
 )
 
 
+# --- Stills that fell back to a local card (shared/pipeline/media.py) ---
+TEXTS.update(
+    {
+        "images_fallback": {
+            "ru": "⚠️ Сцены {scenes} нарисованы простыми карточками: картинки не удалось "
+            "получить. 🔁 нарисует все сцены заново.",
+            "en": "⚠️ Scene(s) {scenes} are plain cards: their pictures could not be made. "
+            "🔁 draws all the scenes again.",
+        },
+        "stills_fallback": {
+            "ru": "⚠️ Задание #{job_id}: сцены {scenes} будут простыми карточками — картинки "
+            "не удалось получить. Остальное видео готовится как обычно.",
+            "en": "⚠️ Job #{job_id}: scene(s) {scenes} are plain cards — their pictures could "
+            "not be made. The rest of the video goes on as usual.",
+        },
+    }
+)
+
+
 def language_for(language_code: object) -> str:
     """The bot's language for a Telegram `language_code`: Russian for ru-* or none, else English."""
     if not isinstance(language_code, str) or not language_code.strip():

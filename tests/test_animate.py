@@ -379,7 +379,9 @@ def test_concurrency_caps_the_tasks_in_flight_per_provider_across_jobs(db, env, 
 def test_tasks_past_the_timeout_are_cancelled_and_their_scenes_stay_stills(
     db, env, telegram, runway, tmp_path
 ):
-    runway.task_seconds = 30.0
+    """The timeout counts from when Runway starts running a task (PENDING for its first 2 s
+    here), and a task that runs past it is cancelled."""
+    runway.task_seconds = 10.0
     settings = runway_env(env, runway, APPROVAL_GATES="", ANIMATION_TIMEOUT_SECONDS="1")
     job_id = enqueue(db, DESCRIPTION)
     assert Worker(settings).tick() == 1
@@ -408,3 +410,21 @@ def test_a_submission_refused_with_429_is_sent_again_and_paid_once(db, env, tele
     assert len(runway.submissions) == scenes
     calls = db.execute("SELECT count(*) FROM provider_calls WHERE kind = 'animation'")[0][0]
     assert calls == scenes
+
+
+def test_waiting_in_the_providers_line_never_turns_a_clip_into_a_still(db, env, telegram):
+    """A crowd: Runway runs one task at a time and the others wait THROTTLED, each scene longer
+    than ANIMATION_TIMEOUT_SECONDS in all, though none runs that long. Every scene gets its
+    clip, because the timeout counts from when Runway starts running the task."""
+    with RunwayServer(task_seconds=0.8, concurrency=1) as runway:
+        settings = runway_env(env, runway, APPROVAL_GATES="videos", ANIMATION_TIMEOUT_SECONDS="1")
+        job_id = enqueue(db, DESCRIPTION)
+        assert Worker(settings).tick() == 1
+        scenes = scenes_of(db, job_id)
+        assert scenes * runway.task_seconds > 2, "the last scene waits in line past the timeout"
+        assert job(db, job_id)["gate"] == "videos"
+        assert [row["state"] for row in tasks(db, job_id)] == ["succeeded"] * scenes
+        assert runway.deleted == []
+        assert job(db, job_id)["checkpoints"]["animate"]["fallback"] == []
+        waited = [task for task in runway.tasks.values() if task["started"] > task["created"]]
+        assert len(waited) == scenes - 1

@@ -68,10 +68,24 @@ def finish(fal_animator: FalAnimator, handle: dict, timeout: float = 10.0) -> An
     deadline = time.monotonic() + timeout
     while True:
         status = fal_animator.status(handle)
-        if status.state != "running":
+        if status.state not in ("queued", "running"):
             return status
         assert time.monotonic() < deadline, "the request never finished"
         time.sleep(0.05)
+
+
+def test_a_request_in_fals_line_is_queued_and_then_running(fal: FalServer, still: Path) -> None:
+    """IN_QUEUE is the provider's line (its timeout has not begun), IN_PROGRESS is running."""
+    fal.task_seconds = 4.0  # IN_QUEUE for its first second
+    fal_animator = animator(fal, KLING)
+    handle = fal_animator.submit(still, PROMPT, 4.2, (1280, 720))
+
+    queued = fal_animator.status(handle).state
+    time.sleep(1.2)
+    running = fal_animator.status(handle).state
+    fal_animator.cancel(handle)
+
+    assert (queued, running) == ("queued", "running")
 
 
 def frame(video: Path, at: float, out: Path) -> Image.Image:
@@ -111,7 +125,7 @@ def test_round_trip_gives_a_decodable_clip(
     base = f"{fal.base_url}/{app}/requests/{handle['id']}"
     assert handle["status_url"] == f"{base}/status"  # not under the submit path
     assert handle["response_url"] == base
-    assert fal_animator.status(handle).state == "running"
+    assert fal_animator.status(handle).state in ("queued", "running")
     [(submitted_model, body)] = fal.submissions
     assert submitted_model == model
     assert body == {"image_url": still.stat().st_size, **expected}

@@ -122,6 +122,21 @@ def test_when_every_slot_is_taken_the_acknowledgement_tells_the_place_in_line(
         webhook_of(app).close()
 
 
+def test_a_long_line_is_counted_up_to_a_hundred(
+    webhook_env: dict[str, str], db: dbmod.Database
+) -> None:
+    """Each description counts at most 100 jobs of the line, however long it is."""
+    app = webhook(webhook_env, MAX_CONCURRENT_JOBS="2")
+    client = app.test_client()
+    try:
+        queued_jobs(db, 99)
+        assert "Jobs in line ahead of yours: 99." in reply(client, 1)
+        assert "Jobs in line ahead of yours: 100+." in reply(client, 2)
+        assert "Перед вашим заданием в очереди: 100+." in reply(client, 3, language="ru")
+    finally:
+        webhook_of(app).close()
+
+
 def at_once(count: int, settings: Settings, work: Callable[[dbmod.Database, int], Any]) -> list:
     """`work(db, i)` in `count` threads, each with its own connection, released together."""
     connections = [dbmod.connect(settings, "tests") for _ in range(count)]

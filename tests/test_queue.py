@@ -357,7 +357,11 @@ def test_claim_time_does_not_grow_with_finished_rows(db):
         plan = "\n".join(
             row[0]
             for row in db.execute(
-                "EXPLAIN " + sql.query("claim_jobs"), n=10, lease_seconds=60, max_running=cap
+                "EXPLAIN " + sql.query("claim_jobs"),
+                n=10,
+                lease_seconds=60,
+                max_running=cap,
+                worker_id=None,
             )
         )
         assert "Seq Scan on jobs" not in plan, cap

@@ -19,6 +19,7 @@ from shared.media import FONTS_DIR, audio_duration, ffmpeg_exe, probe
 from shared.pipeline import render
 from shared.pipeline.audio import MusicChoice
 from shared.pipeline.render import RenderResult, film_seconds, render_video, video_bitrate_for
+from shared.pipeline.segments import SceneRun
 from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.subtitles import FONT_FAMILY, scene_starts
 from shared.plan import ScenePlan, plan_from_text
@@ -40,9 +41,11 @@ LONG_CLIP_SECONDS = 8.0  # scene 2 lasts about 2.5 s: the clip is trimmed
 
 @dataclass
 class Calls:
-    """What render_video asked of ffmpeg and of the soundtrack mixer."""
+    """What render_video asked of ffmpeg and of the soundtrack mixer: per encode, the
+    encoder's command and the scene commands that fed it."""
 
     commands: list[list[str]]
+    scenes: list[list[SceneRun]]
     soundtracks: list[Path]
 
 
@@ -84,19 +87,20 @@ class Film:
 @contextmanager
 def recording() -> Iterator[Calls]:
     """Spy on the render's ffmpeg runs and soundtrack mixes; both still do their work."""
-    calls = Calls([], [])
-    real_run, real_mix = render.run_ffmpeg, render.mix_soundtrack
+    calls = Calls([], [], [])
+    real_run, real_mix = render.run_piped, render.mix_soundtrack
 
-    def run_ffmpeg(args: list[str], *rest: Any, **options: Any) -> None:
-        calls.commands.append(list(args))
-        real_run(args, *rest, **options)
+    def run_piped(scenes: list[SceneRun], encoder: list[str], *rest: Any, **options: Any) -> None:
+        calls.scenes.append(list(scenes))
+        calls.commands.append(list(encoder))
+        real_run(scenes, encoder, *rest, **options)
 
     def mix_soundtrack(*args: Any, **options: Any) -> Path:
         calls.soundtracks.append(real_mix(*args, **options))
         return calls.soundtracks[-1]
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(render, "run_ffmpeg", run_ffmpeg)
+        patch.setattr(render, "run_piped", run_piped)
         patch.setattr(render, "mix_soundtrack", mix_soundtrack)
         yield calls
 
@@ -471,3 +475,37 @@ def test_the_films_loudness_is_broadcast_loudness(film_1080: Film) -> None:
     true_peak = float(re.search(r"Peak:\s+(-?[\d.]+|-inf) dBFS", summary).group(1))
     assert integrated == pytest.approx(-14.0, abs=1.0)
     assert true_peak <= -1.0
+
+
+@pytest.mark.parametrize("name", ["clip", "film_1080"])
+def test_each_scene_is_decoded_by_its_own_short_process(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    """Memory stays flat however many scenes a film has: scene i's process decodes only its
+    own visual, and fades from the tail the previous scene's process left behind."""
+    film = request.getfixturevalue(name)
+    (scenes,) = film.calls.scenes
+    assert len(scenes) == len(film.durations) == 3
+    visuals = []
+    for index, scene in enumerate(scenes):
+        inputs = [scene.command[i + 1] for i, arg in enumerate(scene.command) if arg == "-i"]
+        if index > 0:
+            assert inputs.pop(0) == str(scenes[index - 1].tail)
+        visuals += inputs
+    assert len(visuals) == len(set(visuals)) == 3
+    assert scenes[-1].tail is None
+    (encoder,) = film.calls.commands
+    assert "pipe:0" in encoder
+
+
+def test_scenes_cross_fade_into_each_other(clip: Clip) -> None:
+    """Half-way through each cross-fade the picture is about half the one scene's and half the
+    next one's (a cut would show one of them whole)."""
+    video = clip.result.path
+    for start in _scene_starts(clip.durations)[1:]:
+        before, middle, after = (_gray_frame(video, start + offset) for offset in (-0.4, 0, 0.4))
+        change = [b - a for a, b in zip(before, after)]
+        assert sum(map(abs, change)) / len(change) > 10, "the scenes look alike"
+        moved = [m - a for a, m in zip(before, middle)]
+        share_of_next = sum(c * m for c, m in zip(change, moved)) / sum(c * c for c in change)
+        assert 0.3 < share_of_next < 0.7

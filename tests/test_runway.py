@@ -82,11 +82,13 @@ def still(tmp_path: Path) -> Path:
     return path
 
 
-def wait(animator: RunwayAnimator, handle: dict, timeout: float = 10.0) -> AnimationStatus:
+def wait(
+    provider: RunwayAnimator | RunwayVisuals, handle: dict, timeout: float = 10.0
+) -> AnimationStatus:
     deadline = time.monotonic() + timeout
     while True:
-        status = animator.status(handle)
-        if status.state != "running" or time.monotonic() > deadline:
+        status = provider.status(handle)
+        if status.state not in ("queued", "running") or time.monotonic() > deadline:
             return status
         time.sleep(0.05)
 
@@ -268,40 +270,67 @@ def test_cancel_deletes_the_task_and_never_raises(
     assert status.state == "failed" and status.error is not None and "CANCELLED" in status.error
 
 
-def test_visuals_draw_a_png_of_exactly_the_size(
+def test_visuals_tasks_give_a_png_of_exactly_the_size(
     server: RunwayServer, client: RunwayClient, tmp_path: Path
 ) -> None:
     server.throttle = True
     scene = Scene("Narration.", "Text", "a lighthouse at dusk, watercolor", 4.0)
     plan = ScenePlan("Sea", "en", (scene, scene, scene))
-    visuals = RunwayVisuals(client, "gen4_image", poll_seconds=0.05, timeout_seconds=10)
+    visuals = RunwayVisuals(client, "gen4_image")
 
-    visuals.draw(plan, 0, (540, 960), tmp_path / "a.png")
-    visuals.draw(plan, 0, (540, 960), tmp_path / "b.png", variant=1)
+    first = visuals.submit(plan, 0, (540, 960))
+    second = visuals.submit(plan, 0, (540, 960), variant=1)
+    visuals.download(wait(visuals, first), (540, 960), tmp_path / "a.png")
+    visuals.download(wait(visuals, second), (540, 960), tmp_path / "b.png")
 
     with Image.open(tmp_path / "a.png") as image:
         assert (image.format, image.size) == ("PNG", (540, 960))
-    first, second = server.submissions
-    assert first["ratio"] == "1080:1920"
-    assert first["promptText"].startswith("a lighthouse at dusk, watercolor")
-    assert "no letters" in first["promptText"].lower()
-    assert first["seed"] != second["seed"]
+    body_a, body_b = server.submissions
+    assert body_a["ratio"] == "1080:1920"
+    assert body_a["promptText"].startswith("a lighthouse at dusk, watercolor")
+    assert "no letters" in body_a["promptText"].lower()
+    assert body_a["seed"] != body_b["seed"]
     assert (tmp_path / "a.png").read_bytes() != (tmp_path / "b.png").read_bytes()
+    assert not list(tmp_path.glob("*.download"))
 
 
-def test_visuals_raise_permanent_on_a_failed_task(
-    server: RunwayServer, client: RunwayClient, tmp_path: Path
-) -> None:
+def test_a_failed_still_task_reports_its_code(server: RunwayServer, client: RunwayClient) -> None:
     server.fail_next_tasks(1, code="SAFETY.INPUT.TEXT")
     scene = Scene("Narration.", "Text", "a lighthouse", 4.0)
-    visuals = RunwayVisuals(client, "gen4_image", poll_seconds=0.05)
+    visuals = RunwayVisuals(client, "gen4_image")
 
-    with pytest.raises(PermanentError, match="SAFETY.INPUT.TEXT"):
-        visuals.draw(ScenePlan("Sea", "en", (scene,) * 3), 0, (540, 960), tmp_path / "a.png")
+    status = wait(visuals, visuals.submit(ScenePlan("Sea", "en", (scene,) * 3), 0, (540, 960)))
+
+    assert status.state == "failed"
+    assert status.error is not None and "SAFETY.INPUT.TEXT" in status.error
+
+
+def test_the_stand_ins_line_runs_at_most_its_concurrency_and_times_from_the_start(
+    sleeps: list[float],
+) -> None:
+    """Tasks past `concurrency` wait THROTTLED (the provider's line: 'queued'), in the order
+    they came; each runs its full seconds from when it leaves the line."""
+    scene = Scene("Narration.", "Text", "a lighthouse", 4.0)
+    plan = ScenePlan("Sea", "en", (scene,) * 3)
+    with RunwayServer(API_KEY, task_seconds=5.0, image_seconds=0.5, concurrency=1) as server:
+        visuals = RunwayVisuals(make_client(server.base_url, sleeps), "gen4_image")
+        handles = [visuals.submit(plan, 0, (540, 960), variant=v) for v in range(3)]
+
+        waiting = [visuals.status(handle).state for handle in handles[1:]]
+        statuses = [wait(visuals, handle) for handle in handles]
+
+        tasks = [server.tasks[handle["id"]] for handle in handles]
+    assert waiting == ["queued", "queued"]
+    assert [status.state for status in statuses] == ["succeeded"] * 3
+    assert all(task["seconds"] == 0.5 for task in tasks), "an image runs image_seconds"
+    for before, after in zip(tasks, tasks[1:]):
+        assert after["started"] == before["started"] + before["seconds"]
 
 
 def test_statuses_map_to_animation_states() -> None:
-    assert task_status({"status": "THROTTLED"}) == AnimationStatus("running")
+    assert task_status({"status": "PENDING"}) == AnimationStatus("queued")
+    assert task_status({"status": "THROTTLED"}) == AnimationStatus("queued")
+    assert task_status({"status": "RUNNING"}).state == "running"
     assert task_status({"status": "RUNNING", "progress": 0.4}).progress == 0.4
     assert task_status({"status": "SUCCEEDED", "output": []}).state == "failed"
 

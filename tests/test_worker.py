@@ -151,6 +151,7 @@ def test_a_flaky_provider_is_retried_without_redoing_finished_steps(db, worker_e
             APPROVAL_GATES="",
             SCRIPT_PROVIDER="openai",
             VOICE_PROVIDER="openai",
+            VOICE_CONCURRENCY="1",  # one voice at a time: the failures below hit one call
             OPENAI_BASE_URL=f"{openai.base_url}/v1",
             OPENAI_API_KEY=openai.api_key,
         )

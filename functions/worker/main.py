@@ -1,38 +1,55 @@
-"""The cron worker: `python -m functions.worker` is one tick.
+"""The worker: `python -m functions.worker` is one cron run; `--loop` keeps running (a Render
+background worker).
 
-A tick claims one job at a time and runs it until nothing is runnable or WORKER_MAX_SECONDS is
-spent; then it claims nothing new. With WORKER_LISTEN_SECONDS it then stays up to that long in
-all (from its start) and runs another tick as soon as a job, a decision or a revision is
-inserted (LISTEN, see sql/002_notify.sql); otherwise it exits 0 at once. `--loop` keeps going:
-a tick on each notification, and at least every WORKER_POLL_SECONDS so that retries and gate
-deadlines come due. The exit code is non-zero only when the worker cannot run at all
-(configuration, database), with a message that says why: 2, as `shared.errors.exit_code` maps it.
+A process runs WORKER_CONCURRENCY job slots side by side (functions/worker/pool.py), each
+claiming one job at a time, with at most RENDER_CONCURRENCY renders at once; both default to
+what the process's CPUs and memory hold (shared/capacity.py), stated in the start-up log. A cron
+run claims for WORKER_MAX_SECONDS and ends when no slot has work left; with
+WORKER_LISTEN_SECONDS it stays up to that long in all (from its start), claims again as soon as
+a decision or a revision is inserted (LISTEN, see sql/002_notify.sql and sql/013), and looks for
+new jobs every WORKER_POLL_SECONDS. `--loop` keeps going the same way, for good; SIGTERM (a
+deploy) stops it claiming, and it exits when its jobs are done.
+Several processes, on one machine or many, share the queue with no other coordination. The exit
+code is non-zero only when the worker cannot run at all (configuration, database), with a
+message that says why: 2, as `shared.errors.exit_code` maps it.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
+import socket
 import time
+import uuid
 
+from functions.worker.pool import Pool, Slot, Window
 from shared import db as dbmod
 from shared import queue
+from shared.capacity import capacity
 from shared.config import ConfigError, Settings, load_settings
 from shared.errors import ConfigurationError, Unavailable, run_main
 from shared.logs import setup_logging
 from shared.migrate import migrate
 from shared.pipeline.job import JobContext
+from shared.pipeline.render import RENDER_PEAK_MB
 from shared.pipeline.runner import run_job
 from shared.providers import Providers, make_providers
 from shared.telegram import TelegramClient
 
 log = logging.getLogger("worker")
 
+WORKER_HEARTBEAT_SECONDS = 15.0
+"""How often a process renews its row in `workers` (manage.py stats shows the age)."""
+
 
 def run_tick(
     settings: Settings, database: dbmod.Database, telegram: TelegramClient, providers: Providers
 ) -> int:
-    """Claim and run jobs until none is runnable or the time is spent; return how many ran."""
+    """One slot, in the caller's thread: claim and run jobs until none is runnable or the time
+    is spent; return how many ran. The demo, `manage.py poll` and the tests step the worker
+    with it."""
     stop_claiming_at = time.monotonic() + settings.worker_max_seconds
     ran = 0
     while time.monotonic() < stop_claiming_at:
@@ -57,26 +74,27 @@ def warn_if_database_is_large(settings: Settings, database: dbmod.Database) -> N
 
 
 def start(settings: Settings) -> tuple[dbmod.Database, TelegramClient, Providers]:
-    """Everything a tick needs; raises ConfigError or a connection error when it can't run."""
+    """What one slot needs, on a migrated database; raises ConfigError or a connection error
+    when it can't run."""
+    slot = open_slot(settings)
+    migrate(slot.database)
+    return slot.database, slot.telegram, slot.providers
+
+
+def checked_providers(settings: Settings) -> Providers:
+    """The providers, once the settings are known to be complete: a missing key is told before
+    any connection is tried."""
     if not settings.telegram_bot_token:
         raise ConfigError("TELEGRAM_BOT_TOKEN is not set: the worker cannot talk to Telegram")
-    providers = make_providers(settings)
+    return make_providers(settings)
+
+
+def open_slot(settings: Settings) -> Slot:
+    """A slot's own connection, providers and Telegram client."""
+    providers = checked_providers(settings)
     database = dbmod.connect(settings, "ai_video_bot-worker")
-    migrate(database)
     telegram = TelegramClient(settings.telegram_bot_token, settings.telegram_api_base)
-    log.info("worker ready: %s providers=%s", dbmod.describe(settings), settings.providers_label)
-    return database, telegram, providers
-
-
-def listen(settings: Settings) -> dbmod.Database:
-    """A connection of its own that listens to the schema's wake channel. It holds no lease and
-    is idle between waits; subscribe before the first tick, so that nothing inserted after that
-    tick's last claim goes unnoticed."""
-    channel = dbmod.wake_channel(settings.database_schema)
-    listener = dbmod.connect(settings, "ai_video_bot-worker-listen")
-    listener.listen(channel)
-    log.info("worker listening channel=%s", channel)
-    return listener
+    return Slot(database, telegram, providers)
 
 
 def wait_for_work(listener: dbmod.Database, deadline: float) -> bool:
@@ -96,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loop",
         action="store_true",
-        help="keep running: a tick on new work, and every WORKER_POLL_SECONDS",
+        help="keep running: claim on new work, and every WORKER_POLL_SECONDS",
     )
     args = parser.parse_args(argv)
     return run_main(lambda: _run(args.loop, started), prog="worker")
@@ -105,22 +123,59 @@ def main(argv: list[str] | None = None) -> int:
 def _run(loop: bool, started: float) -> int:
     settings = load_settings()
     setup_logging(settings.log_level)
+    worker_id = uuid.uuid4()
+    fits = capacity(settings, RENDER_PEAK_MB)
+    checked_providers(settings)
     try:
-        database, telegram, providers = start(settings)
-        listener = listen(settings) if loop or settings.worker_listen_seconds > 0 else None
+        control = dbmod.connect(settings, "ai_video_bot-worker-control")
+        migrate(control)
+        pool = Pool(settings, fits, worker_id, lambda: open_slot(settings))
+        listening = loop or settings.worker_listen_seconds > 0
+        if listening:
+            control.listen(dbmod.wake_channel(settings.database_schema))
+        queue.register_worker(
+            control, worker_id, socket.gethostname(), os.getpid(), fits.slots, fits.render_slots
+        )
+        window = Window(
+            claim_until=started + settings.worker_max_seconds,
+            stay_until=started + settings.worker_listen_seconds,
+            loop=loop,
+        )
+        pool.start(window)
     except ConfigurationError:
         raise
     except Exception as exc:  # whatever connecting or migrating raised: the worker cannot run
         raise Unavailable(f"cannot use the database ({dbmod.describe(settings)}): {exc}") from None
-    warn_if_database_is_large(settings, database)
-    listen_until = started + settings.worker_listen_seconds
-    while True:
-        ran = run_tick(settings, database, telegram, providers)
-        log.info("worker tick done jobs=%s", ran)
-        if listener is None:
-            return 0
-        if loop:
-            wait_for_work(listener, time.monotonic() + settings.worker_poll_seconds)
-        elif not wait_for_work(listener, listen_until):
-            log.info("worker listen window over seconds=%s", settings.worker_listen_seconds)
-            return 0
+    log.info(
+        "worker ready worker=%s %s %s providers=%s",
+        worker_id,
+        fits.describe(),
+        dbmod.describe(settings),
+        settings.providers_label,
+    )
+    warn_if_database_is_large(settings, control)
+    signal.signal(signal.SIGTERM, lambda *_: pool.stop())
+    _supervise(pool, control, worker_id, listening)
+    pool.join()
+    queue.stop_worker(control, worker_id)
+    control.close()
+    log.info("worker done worker=%s jobs=%s", worker_id, pool.ran)
+    return 0
+
+
+def _supervise(pool: Pool, control: dbmod.Database, worker_id: uuid.UUID, listening: bool) -> None:
+    """While any slot runs: pass each notification on to the idle slots, and renew the
+    process's heartbeat."""
+    next_beat = time.monotonic() + WORKER_HEARTBEAT_SECONDS
+    while pool.alive():
+        if listening:
+            if wait_for_work(control, min(next_beat, time.monotonic() + 1.0)):
+                pool.wake.notify()
+        else:
+            pool.join(timeout=1.0)
+        if time.monotonic() >= next_beat:
+            fits = pool.capacity
+            queue.register_worker(
+                control, worker_id, socket.gethostname(), os.getpid(), fits.slots, fits.render_slots
+            )
+            next_beat = time.monotonic() + WORKER_HEARTBEAT_SECONDS

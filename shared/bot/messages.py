@@ -33,6 +33,8 @@ from shared.texts import format_duration, step_name, t
 log = logging.getLogger(__name__)
 
 STATUS_JOB_COUNT = 5
+AHEAD_COUNTED = 100
+"""Where sql/011_create_job.sql stops counting the line: `ahead` that high reads "100+"."""
 STATUS_DESCRIPTION_CHARS = 40
 _COMMAND_RE = re.compile(r"/([A-Za-z0-9_]{1,32})(?:@[A-Za-z0-9_]{1,64})?")
 
@@ -146,7 +148,8 @@ def _create_job(
     description: str,
     voice_file_id: str | None = None,
 ) -> queue.NewJob:
-    """The job for a description, typed or spoken, under every limit the settings name."""
+    """The job for a description, typed or spoken, under every limit the settings name, with
+    the time estimate for a typed one (a spoken one's acknowledgement has none)."""
     return queue.create_job_from_update(
         db,
         update_id=update_id,
@@ -161,6 +164,7 @@ def _create_job(
         per_hour=settings.rate_limit_per_hour,
         max_running=settings.max_concurrent_jobs,
         voice_file_id=voice_file_id,
+        providers=providers_key(settings) if voice_file_id is None else None,
     )
 
 
@@ -188,11 +192,7 @@ def _on_description(
         created.job_id,
     )
     return _with_estimate(
-        db,
-        settings,
-        created,
-        _created_reply(settings, sender, created, "job_accepted"),
-        sender.language,
+        created, _created_reply(settings, sender, created, "job_accepted"), sender.language
     )
 
 
@@ -207,9 +207,8 @@ def _created_reply(
     if outcome == "created":
         if created.ahead is None:
             return send(sender, accepted, job_id=created.job_id)
-        line = t(
-            "in_line", sender.language, slots=settings.max_concurrent_jobs, ahead=created.ahead
-        )
+        ahead = f"{AHEAD_COUNTED}+" if created.ahead >= AHEAD_COUNTED else str(created.ahead)
+        line = t("in_line", sender.language, slots=settings.max_concurrent_jobs, ahead=ahead)
         return Reply(
             body={
                 "method": "sendMessage",
@@ -313,21 +312,17 @@ def _on_voice(
 
 # ---- time and cost: the acknowledgement's estimate, /status's costs, the owner's /stats -------
 
-ESTIMATE_JOBS = 10
-"""How many recent jobs done with the same providers the estimate takes the median of."""
 DEFAULT_ESTIMATE = "1–2"
 """The estimate, in minutes of work, before any job was done with these providers."""
 
 
-def _with_estimate(
-    db: Database, settings: Settings, created: queue.NewJob, reply: Reply, language: str
-) -> Reply:
+def _with_estimate(created: queue.NewJob, reply: Reply, language: str) -> Reply:
     """A created job's acknowledgement, followed by how long the work should take: the median
-    working time of recent jobs with the same providers (time at gates excluded)."""
+    working time of recent jobs with the same providers (time at gates excluded), which
+    `queue.create_job_from_update` read in the same statement."""
     if created.outcome != "created" or reply.body is None:
         return reply
-    row = db.one("recent_work_seconds", providers=providers_key(settings), jobs=ESTIMATE_JOBS)
-    median = row["median_seconds"] if row else None
+    median = created.work_seconds
     minutes = DEFAULT_ESTIMATE if median is None else str(max(1, math.ceil(median / 60)))
     estimate = t("job_estimate", language, minutes=minutes)
     return Reply(

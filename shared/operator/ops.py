@@ -58,6 +58,7 @@ class Stats:
     expired_leases: int
     waiting_gates: int
     gates_past_deadline: int
+    workers: list[dict[str, Any]]
     table_bytes: dict[str, int]
     database_bytes: int
     costs: dict[str, Any]
@@ -205,6 +206,7 @@ def stats(db: Database) -> Stats:
         expired_leases=health["expired_leases"],
         waiting_gates=health["waiting_gates"],
         gates_past_deadline=health["gates_past_deadline"],
+        workers=db.run("ops_workers"),
         table_bytes={row["table_name"]: row["bytes"] for row in db.run("ops_table_sizes")},
         database_bytes=db.run("database_size")[0]["bytes"],
         costs=db.run("ops_costs")[0],

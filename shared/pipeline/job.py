@@ -86,6 +86,8 @@ class JobContext:
     deadline: float | None = None
     """time.monotonic() by which the run wants to stop; a step that waits on remote work parks
     the job rather than wait past it."""
+    render_slots: threading.Semaphore | None = None
+    """The worker process's renders at once (shared/capacity.py); None: no bound (one slot)."""
 
     def __post_init__(self) -> None:
         self.status = StatusMessage(self)

@@ -1,32 +1,25 @@
-"""Scene visuals + soundtrack + captions -> one H.264/AAC MP4, in a single ffmpeg pass.
+"""Scene visuals + soundtrack + captions -> one H.264/AAC MP4.
 
 Each scene's visual is a still (Ken Burns pan) or an animated clip (played, then held on its
 last frame when it is shorter than the scene). The soundtrack (voices, music bed, loudness)
-and the captions are made beforehand by `shared.pipeline.audio` and `.subtitles`; this pass
-only maps the finished WAV and burns in the ASS file.
+and the captions are made beforehand by `shared.pipeline.audio` and `.subtitles`.
 
-Cost model (measured on 2 cores, see bench/render.py): x264 dominates, so the filter graph
-is kept close to free.
-- Each still is decoded once and repeated by the `loop` filter (frame references, no copies).
-- Ken Burns motion is a slow diagonal pan: a moving `crop` window over the still, scaled once
-  to MOTION_SCALE times the frame. Crop is a pointer offset per frame, whereas zoompan or a
-  per-frame scale resample every frame.
-- A clip is read only as far as its scene needs (`-t`); its frames are scaled once, on
-  whichever side of the frame-rate conversion has fewer of them, and its held tail is
-  `tpad` clones (frame references).
-- xfade processes every frame passing through it, so only the short overlaps go through it
-  and the rest of each scene is concatenated untouched.
-- Memory: x264 takes ~300 MB at 1080p and every clip about 40 MB more (its decoder's and its
-  scale's frame pools live until ffmpeg exits), so a 6-clip 1080p film peaks near 600 MB.
+One encoder process reads the film's frames, raw, on its standard input, burns in the ASS
+captions, maps the finished WAV and writes the MP4. The frames come from one short process
+per scene, run one after the other (`shared.pipeline.segments`): each decodes one visual, so
+the render's memory does not grow with the number of scenes. Only a scene's tail (the frames
+of its cross-fade, 0.5 s) waits in a file for the next scene's process; the rest is spliced
+from the scene's pipe into the encoder's as it is made.
 
-Timeline: scene i's voice starts after the earlier voices, each followed by a short gap of
-silence (`gap_seconds_for`); its picture is on screen from then on and cross-fades are
-centred on those boundaries. Cuts are placed on whole frames of the film's clock, so the
-video lasts as long as the soundtrack to within half a frame.
+Memory (1080p, measured by `python -m bench.render`): x264 takes most of it (~300 MB); its
+frame threads and lookahead thread are bounded (X264_THREADS, X264_SYNC_LOOKAHEAD), and so
+is the queue of raw frames in front of it (RAW_QUEUE_FRAMES); a scene's process adds
+~110-140 MB, the previous one having exited.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import subprocess
@@ -34,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import IO, Any, Callable, Sequence
 
 import ffmpeg
 from PIL import Image
@@ -42,6 +35,14 @@ from PIL import Image
 from shared.errors import BotError, PermanentError, TransientError
 from shared.media import FONTS_DIR, ffmpeg_exe, probe
 from shared.pipeline.audio import MusicChoice, mix_soundtrack
+from shared.pipeline.segments import (
+    SceneRun,
+    film_seconds,
+    gap_seconds_for,
+    is_clip,
+    scene_run,
+    segments_for,
+)
 from shared.pipeline.subtitles import scene_starts, write_captions
 from shared.pipeline.timings import word_timings
 from shared.plan import ScenePlan
@@ -49,12 +50,9 @@ from shared.providers.base import Speech, WordTiming
 
 logger = logging.getLogger(__name__)
 
-CLIP_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv")  # any other visual is taken to be a still
-GAP_SECONDS = 0.25
-MAX_GAP_SHARE = 0.05  # all gaps together stay under this share of the voice time
-CROSSFADE_SECONDS = 0.5
-MOTION_SCALE = 1.12
-PAN_START, PAN_END = 0.15, 0.85  # share of the spare margin the pan travels through
+RENDER_PEAK_MB = 450
+"""Peak RSS of one 1080p render, all its ffmpeg processes together (`python -m bench.render`);
+the worker starts no more renders than its memory holds (shared/capacity.py)."""
 PRESET = "veryfast"
 CRF = 23
 AUDIO_BITRATE = 96_000
@@ -71,9 +69,17 @@ RENDER_TIMEOUT_S = 900
 FFMPEG_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
 # What ffmpeg says when the machine, not the input, is the problem (ENOMEM, ENOSPC).
 RESOURCE_EXHAUSTED = ("Cannot allocate memory", "Out of memory", "No space left on device")
+# Raw frames queued between the pipe and the encoder (each 3 MB at 1080p).
+RAW_QUEUE_FRAMES = 2
+# Pipes of 1 MB (Linux's limit for unprivileged processes) instead of 64 KB: a 1080p frame
+# crosses in 3 wake-ups of each side rather than 48.
+PIPE_BYTES = 1 << 20
+# x264 holds a few full-size frames per frame thread and per frame its lookahead thread runs
+# ahead (~12 MB each at 1080p): on 2 cores, beside a scene's process, 2 threads keep up.
+X264_THREADS = 2
+X264_SYNC_LOOKAHEAD = 2
 
 ProgressCallback = Callable[[float], None]
-Stream = ffmpeg.nodes.FilterableStream
 
 
 @dataclass(frozen=True)
@@ -101,23 +107,6 @@ class RenderRejected(RenderError, PermanentError):
     the same inputs would fail the same way, so the job fails now."""
 
 
-@dataclass(frozen=True)
-class Segment:
-    """Where one scene's picture sits on the film's clock, in frames.
-
-    `frames` is the length of its own picture (including the cross-fade overlaps); `head` and
-    `tail` are the frames it shares with the previous and the next scene.
-    """
-
-    frames: int
-    head: int
-    tail: int
-
-
-def is_clip(visual: Path) -> bool:
-    return Path(visual).suffix.lower() in CLIP_SUFFIXES
-
-
 def video_encoder_options(video_bitrate: int) -> dict[str, Any]:
     """x264 settings: constant quality, with the bitrate capped by `video_bitrate` (VBV)."""
     return {
@@ -127,6 +116,8 @@ def video_encoder_options(video_bitrate: int) -> dict[str, Any]:
         "maxrate": video_bitrate,
         "bufsize": video_bitrate,
         "pix_fmt": "yuv420p",
+        "threads": X264_THREADS,
+        "x264-params": f"sync-lookahead={X264_SYNC_LOOKAHEAD}",
     }
 
 
@@ -177,180 +168,7 @@ def _validate(
         raise ValueError(f"fps must be positive, got {fps}")
 
 
-def gap_seconds_for(durations: Sequence[float]) -> float:
-    """Silence after each scene's voice: GAP_SECONDS, less for short clips so the video stays
-    within a few percent of the voice time."""
-    return min(GAP_SECONDS, MAX_GAP_SHARE * sum(durations) / len(durations))
-
-
-def film_seconds(durations: Sequence[float]) -> float:
-    """Length of the film and of its soundtrack: every voice followed by its gap."""
-    return sum(durations) + gap_seconds_for(durations) * len(durations)
-
-
-def _crossfade_seconds(durations: Sequence[float], gap: float) -> float:
-    return min(CROSSFADE_SECONDS, 0.4 * (min(durations) + gap))
-
-
-def _segments(durations: Sequence[float], fps: int) -> list[Segment]:
-    """Each scene's frames, with cross-fades centred on the voice boundaries.
-
-    Boundaries are rounded once on the film's clock (not per scene), so the frames add up to
-    the soundtrack's length however many scenes there are.
-    """
-    gap = gap_seconds_for(durations)
-    overlap = max(int(round(_crossfade_seconds(durations, gap) * fps)), 1)
-    before, after = overlap // 2, overlap - overlap // 2
-    total = int(round(film_seconds(durations) * fps))
-    cuts = [int(round(start * fps)) for start in scene_starts(durations, gap)] + [total]
-    last = len(durations) - 1
-    segments = []
-    for index in range(len(durations)):
-        head = overlap if index > 0 else 0
-        tail = overlap if index < last else 0
-        first = cuts[index] - (before if index > 0 else 0)
-        end = cuts[index + 1] + (after if index < last else 0)
-        segments.append(Segment(frames=end - first, head=head, tail=tail))
-    return segments
-
-
-def _motion_canvas(size: tuple[int, int]) -> tuple[int, int]:
-    """Size the still is scaled to before the pan: MOTION_SCALE larger, even dimensions."""
-    return int(size[0] * MOTION_SCALE) // 2 * 2, int(size[1] * MOTION_SCALE) // 2 * 2
-
-
-def _pan_window(index: int, size: tuple[int, int], frames: int) -> dict[str, str]:
-    """crop= options sliding the window diagonally through the middle of the spare margin.
-
-    Offsets stay on even pixels (crop's default for yuv420p): whole chroma samples move with
-    the picture, which x264 encodes noticeably cheaper than odd offsets. The direction
-    changes from scene to scene.
-    """
-    canvas = _motion_canvas(size)
-    spare_x, spare_y = canvas[0] - size[0], canvas[1] - size[1]
-    forwards = f"({PAN_START}+{PAN_END - PAN_START}*n/{max(frames - 1, 1)})"
-    backwards = f"(1-{forwards})"
-    x_expr = f"{spare_x}*{forwards if index % 2 == 0 else backwards}"
-    y_expr = f"{spare_y}*{forwards if index % 4 < 2 else backwards}"
-    return {"w": str(size[0]), "h": str(size[1]), "x": x_expr, "y": y_expr}
-
-
-def _cover(stream: Stream, size: tuple[int, int], **scale_options: str) -> Stream:
-    """Scaled so it covers `size`, centre-cropped to it, in yuv420p: one resample."""
-    return (
-        stream.filter(
-            "scale", w=size[0], h=size[1], force_original_aspect_ratio="increase", **scale_options
-        )
-        .filter("crop", w=size[0], h=size[1])
-        .filter("format", pix_fmts="yuv420p")
-    )
-
-
-def _decoded_stills(stills: Sequence[Path], size: tuple[int, int], fps: int) -> list[Stream]:
-    """One stream per entry of `stills` holding the image cover-fitted to the motion canvas.
-
-    Each distinct file is decoded and scaled once; a file used by several scenes is split.
-    """
-    uses: dict[str, int] = {}
-    for still in stills:
-        uses[str(still)] = uses.get(str(still), 0) + 1
-    copies: dict[str, list[Stream]] = {}
-    for path, count in uses.items():
-        decoded = _cover(
-            ffmpeg.input(path, framerate=fps).video, _motion_canvas(size), flags="lanczos"
-        )
-        if count == 1:
-            copies[path] = [decoded]
-        else:
-            split = decoded.split()
-            copies[path] = [split[i] for i in range(count)]
-    return [copies[str(still)].pop() for still in stills]
-
-
-def _still_scene(still: Stream, index: int, segment: Segment, size: tuple[int, int]) -> Stream:
-    """The still repeated for the segment (frame references, no copies) with the pan applied."""
-    return (
-        still.filter("loop", loop=segment.frames - 1, size=1, start=0)
-        .filter("setpts", "N/FRAME_RATE/TB")
-        .filter("crop", **_pan_window(index, size, segment.frames))
-        .filter("setsar", "1")
-    )
-
-
-def _clip_scene(clip: Path, segment: Segment, size: tuple[int, int], fps: int) -> Stream:
-    """The clip at the film's frame rate and size, trimmed or held on its last frame to fill
-    the segment exactly.
-
-    Only as much of the file as the segment needs is read. The one scale runs after the
-    frame-rate conversion when that drops frames and before it when it repeats them.
-    """
-    seconds = segment.frames / fps
-    try:
-        source = probe(clip)
-    except ValueError as error:  # not a media file: rendering it again cannot help
-        raise RenderRejected(str(error)) from None
-    # Bilinear is enough to shrink a clip a little and costs a third less than bicubic.
-    shrinks = (source.width or 0) >= size[0] and (source.height or 0) >= size[1]
-    flags = "bilinear" if shrinks else "bicubic"
-    stream = ffmpeg.input(str(clip), t=f"{seconds + 1 / fps:.4f}").video.filter(
-        "setpts", "PTS-STARTPTS"
-    )
-    if source.fps is not None and source.fps < fps:
-        stream = _cover(stream, size, flags=flags).filter("fps", fps)
-    else:
-        stream = _cover(stream.filter("fps", fps), size, flags=flags)
-    return (
-        stream.filter("setsar", "1")
-        .filter("tpad", stop_mode="clone", stop_duration=f"{seconds:.4f}")
-        .filter("trim", end_frame=segment.frames)
-        .filter("setpts", "N/FRAME_RATE/TB")
-    )
-
-
-def _cut(stream: Stream, start: int, end: int) -> Stream:
-    return stream.trim(start_frame=start, end_frame=end).setpts("PTS-STARTPTS")
-
-
-def _video_with_crossfades(
-    visuals: Sequence[Path], segments: Sequence[Segment], size: tuple[int, int], fps: int
-) -> Stream:
-    """Scenes joined by cross-fades: each scene is split into head, body and tail, the tail of
-    one and the head of the next go through xfade, and everything is concatenated."""
-    stills = iter(_decoded_stills([v for v in visuals if not is_clip(v)], size, fps))
-    parts: list[Stream] = []
-    previous_tail: Stream | None = None
-    for index, (visual, segment) in enumerate(zip(visuals, segments)):
-        scene = (
-            _clip_scene(visual, segment, size, fps)
-            if is_clip(visual)
-            else _still_scene(next(stills), index, segment, size)
-        )
-        copies = scene.split()
-        body_end = segment.frames - segment.tail
-        if previous_tail is not None:
-            parts.append(
-                ffmpeg.filter(
-                    [previous_tail, _cut(copies[2], 0, segment.head)],
-                    "xfade",
-                    transition="fade",
-                    duration=f"{segment.head / fps:.4f}",
-                    offset="0",
-                )
-            )
-        parts.append(_cut(copies[0], segment.head, body_end))
-        previous_tail = _cut(copies[1], body_end, segment.frames) if segment.tail else None
-    video = ffmpeg.concat(*parts, v=1, a=0)
-    # Each clip's scale keeps, until ffmpeg exits, as many output frames as were ever in
-    # flight from it to the encoder. Copying them here into one shared pool bounds that to
-    # the frames still inside the graph: ~100 MB less for a 12-clip 1080p film, for a memcpy
-    # a frame that 720p films (~300 MB) do not need.
-    larger_than_720p = size[0] * size[1] > 720 * 1280
-    return video.filter("copy") if larger_than_720p and any(map(is_clip, visuals)) else video
-
-
-def build_render_command(
-    visuals: Sequence[Path],
-    durations: Sequence[float],
+def build_encoder_command(
     soundtrack: Path,
     captions: Path | None,
     out_path: Path,
@@ -359,10 +177,18 @@ def build_render_command(
     fps: int,
     video_bitrate: int,
 ) -> list[str]:
-    """The full ffmpeg argument list (binary first) for one render pass: the scenes' visuals
-    timed on the voice `durations`, the finished `soundtrack` WAV encoded to AAC as it is, and
-    `captions` burned in (none when None)."""
-    video = _video_with_crossfades(visuals, _segments(durations, fps), size, fps)
+    """The ffmpeg argument list (binary first) of the encoder: raw yuv420p frames at `size`
+    and `fps` read from its standard input, `captions` burned in (none when None), the
+    finished `soundtrack` WAV encoded to AAC as it is."""
+    frames = ffmpeg.input(
+        "pipe:0",
+        format="rawvideo",
+        pix_fmt="yuv420p",
+        s=f"{size[0]}x{size[1]}",
+        framerate=fps,
+        thread_queue_size=RAW_QUEUE_FRAMES,
+    )
+    video = frames.video.filter("setsar", "1")
     if captions is not None:
         video = video.filter("ass", filename=str(captions), fontsdir=str(FONTS_DIR))
     output = ffmpeg.output(
@@ -384,6 +210,167 @@ def build_render_command(
         .compile()
     )
     return [ffmpeg_exe(), *args[1:]]
+
+
+def scene_runs(
+    visuals: Sequence[Path],
+    durations: Sequence[float],
+    work_dir: Path,
+    *,
+    size: tuple[int, int],
+    fps: int,
+) -> list[SceneRun]:
+    """One ffmpeg process per scene (see shared.pipeline.segments), to be run in order:
+    together they make the whole film's picture."""
+    segments = segments_for(durations, fps)
+    try:
+        return [
+            scene_run(visuals, segments, index, work_dir, size, fps)
+            for index in range(len(visuals))
+        ]
+    except ValueError as error:  # a clip that is not a media file: rendering again cannot help
+        raise RenderRejected(str(error)) from None
+
+
+def _move(source: int, target: int, count: int) -> int:
+    """Move up to `count` bytes from the pipe `source` to `target` in the kernel (splice, no
+    copy through Python); fewer only when `source` ends first. Returns the bytes moved."""
+    moved = 0
+    while moved < count:
+        step = os.splice(source, target, count - moved)
+        if step == 0:
+            break
+        moved += step
+    return moved
+
+
+class _SceneFeed(threading.Thread):
+    """Runs the scene processes one after the other: each one's film frames go into `sink`
+    (the encoder's standard input), its tail into its tail file. Closes `sink` after the last
+    so the encoder sees the end. On a failure it calls `on_failure` and starts no other."""
+
+    def __init__(
+        self,
+        scenes: Sequence[SceneRun],
+        sink: IO[bytes],
+        log: IO[bytes],
+        on_failure: Callable[[], None],
+    ) -> None:
+        super().__init__(name="render-scenes", daemon=True)
+        self._scenes = scenes
+        self._sink = sink
+        self._log = log
+        self._on_failure = on_failure
+        self._lock = threading.Lock()
+        self._current: subprocess.Popen[bytes] | None = None
+        self._stopped = False
+        self.failure: tuple[int, str] | None = None  # (exit status, what went wrong)
+
+    def run(self) -> None:
+        try:
+            for index, scene in enumerate(self._scenes):
+                failure = self._run(index, scene)
+                if failure is not None:
+                    self.failure = failure
+                    self._on_failure()
+                    return
+        finally:
+            self._sink.close()
+
+    def _run(self, index: int, scene: SceneRun) -> tuple[int, str] | None:
+        with self._lock:
+            if self._stopped:
+                return None
+            self._current = process = subprocess.Popen(
+                scene.command,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=self._log,
+                env={**os.environ, **FFMPEG_ENV},
+            )
+        assert process.stdout is not None
+        with process:
+            source = process.stdout.fileno()
+            fcntl.fcntl(source, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+            try:
+                moved = _move(source, self._sink.fileno(), scene.film_bytes)
+                if scene.tail is not None:
+                    with open(scene.tail, "wb") as tail:
+                        moved += _move(source, tail.fileno(), scene.tail_bytes)
+            except BrokenPipeError:  # the encoder is gone; its own exit says why
+                process.kill()
+                return -1, "the encoder stopped reading"
+            while os.read(source, 1 << 16):  # nothing is expected: let it finish
+                pass
+            returncode = process.wait()
+        expected = scene.film_bytes + scene.tail_bytes
+        if returncode != 0:
+            return returncode, f"scene {index} exited {returncode}"
+        if moved != expected:
+            return 1, f"scene {index} wrote {moved} of its {expected} bytes of frames"
+        return None
+
+    def stop(self) -> None:
+        """Kill the running scene process and start no other."""
+        with self._lock:
+            self._stopped = True
+            if self._current is not None and self._current.poll() is None:
+                self._current.kill()
+
+
+def run_piped(
+    scenes: Sequence[SceneRun],
+    encoder: list[str],
+    total_seconds: float,
+    log_path: Path,
+    progress: ProgressCallback | None = None,
+    timeout_s: float = RENDER_TIMEOUT_S,
+) -> None:
+    """Run the `encoder` ffmpeg (raw frames on its standard input, `-progress pipe:1`) while
+    the `scenes` processes, one at a time, write their frames into it; call
+    `progress(done share)` at each of the encoder's reports (every 0.5 s). The encoder's log
+    goes to `log_path`, the scenes' next to it. Kill them all after `timeout_s`."""
+    scenes_log_path = log_path.with_name(f"{log_path.stem}_scenes{log_path.suffix}")
+    with (
+        open(log_path, "wb") as log,
+        open(scenes_log_path, "wb") as scenes_log,
+        subprocess.Popen(
+            encoder,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env={**os.environ, **FFMPEG_ENV},
+        ) as process,
+    ):
+        assert process.stdin is not None and process.stdout is not None
+        fcntl.fcntl(process.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        feed = _SceneFeed(scenes, process.stdin, scenes_log, on_failure=process.kill)
+
+        def stop() -> None:
+            feed.stop()
+            process.kill()
+
+        watchdog = threading.Timer(timeout_s, stop)
+        feed.start()
+        watchdog.start()
+        try:
+            for line in process.stdout:
+                key, _, value = line.decode("ascii", "replace").strip().partition("=")
+                if key == "out_time_us" and value.isdigit() and progress is not None:
+                    progress(min(int(value) / 1_000_000 / total_seconds, 1.0))
+            returncode = process.wait()
+        except BaseException:  # the job was cancelled or lost its lease mid-render: stop now
+            stop()
+            raise
+        finally:
+            watchdog.cancel()
+            feed.join()
+    if returncode > 0 or (returncode < 0 and feed.failure is None):
+        raise _ffmpeg_failure(returncode, timeout_s, log_path.read_text(errors="replace")[-1500:])
+    if feed.failure is not None:
+        scene_returncode, what = feed.failure
+        log_tail = scenes_log_path.read_text(errors="replace")[-1500:]
+        raise _ffmpeg_failure(scene_returncode, timeout_s, f"{what}: {log_tail}")
 
 
 def run_ffmpeg(
@@ -495,7 +482,7 @@ def render_video(
     caption_style: str = "karaoke",
     music: MusicChoice | None = None,
 ) -> RenderResult:
-    """Render the plan's scene visuals (stills or clips, see CLIP_SUFFIXES) and voices into
+    """Render the plan's scene visuals (stills or clips, see `is_clip`) and voices into
     `out_path` (MP4) with the soundtrack of `mix_soundtrack` and captions in `caption_style`.
 
     `durations` are the real seconds of each voice file; `words` the timings of each scene's
@@ -521,17 +508,19 @@ def render_video(
         audios, durations, gap, work_dir / "soundtrack.wav", music=music, work_dir=work_dir
     )
     clips = sum(1 for visual in visuals if is_clip(visual))
+    scenes = scene_runs(visuals, durations, work_dir, size=size, fps=fps)
+    done = 0.0
+
+    def report(share: float) -> None:
+        """Progress never goes back, not even when a second attempt starts from zero."""
+        nonlocal done
+        done = max(done, share)
+        if progress is not None:
+            progress(done)
 
     def encode(video_bitrate: int, attempt: int) -> int:
-        args = build_render_command(
-            visuals,
-            durations,
-            soundtrack,
-            captions,
-            out_path,
-            size=size,
-            fps=fps,
-            video_bitrate=video_bitrate,
+        encoder = build_encoder_command(
+            soundtrack, captions, out_path, size=size, fps=fps, video_bitrate=video_bitrate
         )
         logger.info(
             "render started attempt=%d scenes=%d clips=%d size=%dx%d seconds=%.2f "
@@ -546,7 +535,7 @@ def render_video(
             music.source if music is not None else "off",
             video_bitrate,
         )
-        run_ffmpeg(args, total_seconds, work_dir / f"ffmpeg_{attempt}.log", progress)
+        run_piped(scenes, encoder, total_seconds, work_dir / f"ffmpeg_{attempt}.log", report)
         return out_path.stat().st_size
 
     bitrate = video_bitrate_for(total_seconds, size, max_bytes)
@@ -562,8 +551,7 @@ def render_video(
         size_bytes = encode(bitrate, attempt=2)
         if size_bytes > max_bytes:
             raise RenderRejected(f"video is {size_bytes} bytes, over the {max_bytes} byte limit")
-    if progress is not None:
-        progress(1.0)
+    report(1.0)
     info = probe(out_path)
     thumbnail = _make_thumbnail(
         out_path, durations[0] / 2, work_dir, out_path.with_name(f"{out_path.stem}_thumb.jpg")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shared import queue
 from shared.buttons import gate_keyboard, resend_keyboard
-from shared.costs import script_units, speech_units
+from shared.costs import script_units
 from shared.errors import OutcomeUnknown, OwnerActionNeeded, PermanentError, TransientError
 from shared.media import audio_duration
 from shared.pipeline import timings
@@ -29,12 +29,11 @@ from shared.pipeline.animate import (
 )
 from shared.pipeline.audio import MusicChoice
 from shared.pipeline.job import ChatAction, JobContext
+from shared.pipeline.media import show_images, step_media
 from shared.pipeline.render import gap_seconds_for, render_video
-from shared.pipeline.storyboard import make_storyboard
 from shared.pipeline.table import DONE, Gate, Next, Step, Table
-from shared.pipeline.timings import word_timings
 from shared.plan import ScenePlan, parse_edited_script
-from shared.providers.base import Speech, WordTiming
+from shared.providers.base import WordTiming
 from shared.telegram import ChatBlocked, RateLimited, TelegramError, fit_text
 from shared.texts import format_duration, script_message, t
 
@@ -135,84 +134,6 @@ def show_script(ctx: JobContext, keyboard: dict) -> dict:
     if heard:  # a spoken description: what was heard comes first, so it can be corrected
         text = f"{t('voice_heard', ctx.language, text=fit_text(heard, HEARD_CHARS))}\n\n{text}"
     return ctx.telegram.send_message(ctx.job.chat_id, text, reply_markup=keyboard)
-
-
-def show_images(ctx: JobContext, keyboard: dict) -> dict | None:
-    """The images gate: a storyboard, a contact sheet of the stills, one numbered frame per
-    scene."""
-    plan = _plan(ctx)
-    stills = _files(ctx, "image/", len(plan.scenes))
-    if stills is None:
-        return None
-    with _work_dir(ctx) as tmp:
-        images = _write_files(stills, Path(tmp))
-        # Each tile is labelled with its scene's words: with captions on, the cards carry none.
-        labels = [scene.on_screen_text or scene.narration for scene in plan.scenes]
-        sheet = make_storyboard(images, Path(tmp) / "storyboard.jpg", labels=labels)
-        caption = t("storyboard_caption", ctx.language, title=plan.title, scenes=len(images))
-        return ctx.telegram.send_photo(
-            ctx.job.chat_id, sheet, caption=caption, reply_markup=keyboard
-        )
-
-
-def step_media(ctx: JobContext) -> Next:
-    """A voice-over and a still per scene. Voices and stills already made (and paid for) survive
-    a retry: each still drawn is checkpointed with its variant, so only a storyboard
-    regeneration, which asks for a new variant, draws them again (for the same voices)."""
-    plan = _plan(ctx)
-    variant = _revision(ctx, "images").get("count", 0)
-    progress = ctx.job.checkpoints.get("media") or {}
-    drawn = (
-        set(progress.get("stills_drawn", []))
-        if progress.get("stills_variant") == variant
-        else set()
-    )
-    made = queue.load_artifacts(ctx.db, ctx.job.id, "voice/")
-    timed = queue.load_artifacts(ctx.db, ctx.job.id, "words/")
-    stills = queue.load_artifacts(ctx.db, ctx.job.id, "image/")
-    durations: list[float] = []
-    with _work_dir(ctx) as tmp:
-        work = Path(tmp)
-        for index, scene in enumerate(plan.scenes):
-            ctx.status.show("progress_voice", pct=100 * index // len(plan.scenes))
-            name = f"voice/{index:02d}.wav"
-            words_name = f"words/{index:02d}.json"
-            path = work / f"voice-{index:02d}.wav"
-            if name in made and words_name in timed:
-                path.write_bytes(made[name])
-                durations.append(audio_duration(path))
-                continue
-            if name in made:  # spoken before the timings were kept: time the words now
-                path.write_bytes(made[name])
-                speech = Speech(audio_duration(path))
-            else:
-                ctx.meter.check("voice", speech_units(scene.narration))
-                speech = ctx.providers.voice.speak(scene.narration, ctx.language, path)
-                ctx.meter.record("voice", speech_units(scene.narration, speech.seconds))
-                ctx.check()
-                queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
-            durations.append(speech.seconds)
-            words = word_timings(
-                speech, scene.narration, path, ctx.language, ctx.providers.transcriber
-            )
-            ctx.check()
-            queue.save_artifact(ctx.db, ctx.job, words_name, timings.dumps(words))
-        for index in range(len(plan.scenes)):
-            name = f"image/{index:02d}.png"
-            if index in drawn and name in stills:
-                continue
-            ctx.status.show("progress_images", pct=100 * index // len(plan.scenes))
-            path = work / f"image-{index:02d}.png"
-            ctx.meter.check("visuals", {"images": 1})
-            ctx.providers.visuals.draw(plan, index, ctx.settings.video_size, path, variant=variant)
-            ctx.meter.record("visuals", {"images": 1})
-            ctx.check()
-            queue.save_artifact(ctx.db, ctx.job, name, path.read_bytes())
-            drawn.add(index)
-            ctx.checkpoint({"stills_variant": variant, "stills_drawn": sorted(drawn)}, ctx.job.step)
-    return _advance(
-        ctx, {"durations": durations, "stills_variant": variant, "stills_drawn": sorted(drawn)}
-    )
 
 
 def step_animate(ctx: JobContext) -> Next:
@@ -341,7 +262,27 @@ def show_videos(ctx: JobContext, keyboard: dict) -> dict | None:
         )
 
 
+RENDER_WAIT_SECONDS = 5.0
+"""How long a job waits in line when every render slot of the worker that took it is busy."""
+
+
 def step_render(ctx: JobContext) -> Next:
+    """Render the film, when the worker's memory has room for one more render (a slot of
+    `ctx.render_slots`); else the job waits in line, holding no lease, for this worker or
+    another to render it."""
+    slots = ctx.render_slots
+    if slots is not None and not slots.acquire(blocking=False):
+        queue.defer(ctx.db, ctx.job, RENDER_WAIT_SECONDS, "render: every render slot is busy")
+        log.info("render waits for a slot job=%s", ctx.job.id)
+        return Next.PARKED
+    try:
+        return _render(ctx)
+    finally:
+        if slots is not None:
+            slots.release()
+
+
+def _render(ctx: JobContext) -> Next:
     plan = _plan(ctx)
     scenes = len(plan.scenes)
     voices = _files(ctx, "voice/", scenes)

@@ -12,6 +12,7 @@ from shared.config import ConfigError, Settings
 from shared.providers.base import (
     LocalAnimator,
     RemoteAnimator,
+    RemoteVisuals,
     ScriptProvider,
     Transcriber,
     VisualsProvider,
@@ -26,7 +27,9 @@ if TYPE_CHECKING:
 class Providers(NamedTuple):
     script: ScriptProvider
     voice: VoiceProvider
-    visuals: VisualsProvider
+    visuals: VisualsProvider | RemoteVisuals
+    """Draws the stills: on this machine or synchronously (`draw`), or as remote tasks
+    (`submit`, Runway)."""
     transcriber: Transcriber | None = None
     """Hears spoken descriptions; None when TRANSCRIBE_PROVIDER is local (no offline speech
     recognition: the webhook asks the user to type instead)."""
@@ -98,7 +101,9 @@ def _voice_provider(settings: Settings, client: "OpenAIClient | None") -> VoiceP
     return LocalVoice()
 
 
-def _visuals_provider(settings: Settings, client: "OpenAIClient | None") -> VisualsProvider:
+def _visuals_provider(
+    settings: Settings, client: "OpenAIClient | None"
+) -> VisualsProvider | RemoteVisuals:
     if settings.visuals_provider == "runway":
         from shared.providers.runway import RunwayVisuals
 
@@ -137,7 +142,7 @@ def _runway_client(settings: Settings) -> "RunwayClient":
 
 
 def _animator(
-    settings: Settings, visuals: VisualsProvider
+    settings: Settings, visuals: VisualsProvider | RemoteVisuals
 ) -> RemoteAnimator | LocalAnimator | None:
     provider = settings.animation_provider
     if provider == "none":

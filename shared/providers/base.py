@@ -52,9 +52,10 @@ class Transcriber(Protocol):
 
 
 class AnimationStatus(NamedTuple):
-    """A remote animation task as its provider reports it: `state` is 'running', 'succeeded' or
-    'failed'; `output_url` is set when it succeeded, `error` when it failed; `progress` (0..1)
-    when the provider says."""
+    """A remote task (a clip, or a Runway still) as its provider reports it: `state` is
+    'queued' (waiting in the provider's line: Runway PENDING or THROTTLED, fal IN_QUEUE),
+    'running' (the provider works on it), 'succeeded' or 'failed'; `output_url` is set when it
+    succeeded, `error` when it failed; `progress` (0..1) when the provider says."""
 
     state: str
     output_url: str | None = None
@@ -90,6 +91,28 @@ class RemoteAnimator(Protocol):
         ...
 
 
+class RemoteVisuals(Protocol):
+    """A paid text-to-image service that runs tasks remotely (Runway text_to_image), with the
+    same discipline as a `RemoteAnimator`: `submit` returns the handle the caller records at
+    once, `status`, `download` and `cancel` take recorded handles only, and `submit` raises
+    OutcomeUnknown, TransientError, PermanentError or OwnerActionNeeded as a RemoteAnimator's
+    does."""
+
+    name: str
+    model: str
+
+    def submit(
+        self, plan: ScenePlan, index: int, size: tuple[int, int], variant: int = 0
+    ) -> dict: ...
+
+    def status(self, handle: dict) -> AnimationStatus: ...
+
+    def download(self, status: AnimationStatus, size: tuple[int, int], out_path: Path) -> None:
+        """Write the task's picture as a PNG of exactly `size` (fitted to the frame)."""
+
+    def cancel(self, handle: dict) -> None: ...
+
+
 class LocalAnimator(Protocol):
     """Motion made on this machine (ffmpeg or Pillow), synchronously and for free."""
 
@@ -112,6 +135,7 @@ __all__ = [
     "AnimationStatus",
     "LocalAnimator",
     "RemoteAnimator",
+    "RemoteVisuals",
     "Speech",
     "WordTiming",
     "Scene",

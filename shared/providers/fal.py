@@ -52,6 +52,8 @@ JPEG_QUALITY = 90
 INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp"})
 DOWNLOAD_CHUNK_BYTES = 1 << 16
 RUNNING_STATES = frozenset({"IN_QUEUE", "IN_PROGRESS"})
+QUEUED_STATE = "IN_QUEUE"
+"""The request waits in fal's line: its timeout has not begun."""
 
 
 @dataclass(frozen=True)
@@ -292,7 +294,7 @@ class FalAnimator:
                 state,
                 body.get("queue_position"),
             )
-            return AnimationStatus("running")
+            return AnimationStatus("queued" if state == QUEUED_STATE else "running")
         if state != "COMPLETED":
             log.warning("fal unknown status request_id=%s status=%s", handle["id"], state)
             return AnimationStatus("running")

@@ -170,12 +170,19 @@ class OpenAIClient:
         return self._http.redact(" ".join(text.split()))[:SNIPPET_CHARS]
 
     def post(
-        self, path: str, payload: dict[str, Any], *, timeout: float | None = None
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        idempotent: bool = True,
     ) -> requests.Response:
         """The 2xx response, else raise: `OwnerActionNeeded` for what only the owner can fix,
         `RequestRefused` for another 4xx, `TransientError` once retries or the budget run out.
 
-        `timeout` overrides the per-attempt timeout (never the total budget) for slow routes.
+        `timeout` overrides the per-attempt timeout (never the total budget) for slow routes. A
+        request that is not `idempotent` (a paid picture) is never repeated once it may have
+        reached the server: `OutcomeUnknown` when no answer came back.
         """
         url = f"{self.base_url}{path}"
         response = self._http.request(
@@ -185,6 +192,7 @@ class OpenAIClient:
             json_body=payload,
             timeout=timeout,
             headers={"Authorization": f"Bearer {self._api_key}"},
+            idempotent=idempotent,
         )
         return self._checked(path, response, str(payload.get("model")))
 
@@ -525,7 +533,11 @@ def _save_wav(audio: bytes, out_path: Path) -> float:
 
 
 class OpenAIVisuals:
-    """Draws each scene with an image model, then fits the picture to the video frame."""
+    """Draws each scene with an image model, then fits the picture to the video frame.
+
+    One call answers synchronously (gpt-image-1 takes 30-60 s) and is paid for: it is sent once,
+    never repeated after it may have reached the server (`OutcomeUnknown`), so the step `media`
+    can record each call's intent and outcome (shared/pipeline/media.py)."""
 
     def __init__(self, client: OpenAIClient, model: str) -> None:
         self._client = client
@@ -547,7 +559,7 @@ class OpenAIVisuals:
         # gpt-image-1 takes 30-60 s for one picture, longer than a chat answer may: one attempt
         # may use the whole budget of the call.
         response = self._client.post(
-            "/images/generations", payload, timeout=self._client.total_timeout
+            "/images/generations", payload, timeout=self._client.total_timeout, idempotent=False
         )
         _save_fitted_png(_decode_image(response), size, Path(out_path))
 

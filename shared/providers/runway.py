@@ -41,7 +41,8 @@ DATA_URI_LIMIT = 5_000_000
 """Runway takes images as data URIs up to 5 MB; the whole URI is kept under it."""
 MAX_SEED = 4_294_967_295
 DOWNLOAD_CHUNK = 1 << 16
-RUNNING_STATES = frozenset({"PENDING", "THROTTLED", "RUNNING"})
+QUEUED_STATES = frozenset({"PENDING", "THROTTLED"})
+"""The task waits in Runway's line (THROTTLED: the account's concurrency is used up)."""
 FAILED_STATES = frozenset({"FAILED", "CANCELLED"})
 _DIRECT_IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp"}
 
@@ -405,7 +406,9 @@ def task_status(task: dict[str, Any]) -> AnimationStatus:
         code = task.get("failureCode")
         error = f"{state}: {failure}" + (f" (failureCode={code})" if code else "")
         return AnimationStatus("failed", error=error)
-    if state not in RUNNING_STATES:
+    if state in QUEUED_STATES:
+        return AnimationStatus("queued")
+    if state != "RUNNING":
         log.warning("runway task in an unknown status task=%s status=%s", task.get("id"), state)
     progress = task.get("progress")
     return AnimationStatus(
@@ -459,21 +462,14 @@ def _data_uri_length(size: int, mime: str) -> int:
 
 
 class RunwayVisuals:
-    """Draws each scene with Runway text-to-image, then fits the picture to the video frame.
-
-    `poll_seconds` is the pause between task reads; after `timeout_seconds` the task is
-    cancelled and TransientError raised.
+    """Draws each scene with Runway text-to-image (a `RemoteVisuals`): `submit` creates the
+    task, `status` reads it, `download` fetches the picture and fits it to the video frame.
+    Nothing here waits: the step `media` records each handle and polls (shared/pipeline/media.py).
     """
 
-    def __init__(
-        self,
-        client: RunwayClient,
-        model: str,
-        *,
-        poll_seconds: float = 2.0,
-        timeout_seconds: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    name = "runway"
+
+    def __init__(self, client: RunwayClient, model: str) -> None:
         if model not in IMAGE_RATIOS:
             raise ConfigError(
                 f"RUNWAY_IMAGE_MODEL={model} is not a text-to-image model this bot knows; "
@@ -481,13 +477,8 @@ class RunwayVisuals:
             )
         self.model = model
         self._client = client
-        self._poll_seconds = poll_seconds
-        self._timeout_seconds = timeout_seconds
-        self._sleep = sleep
 
-    def draw(
-        self, plan: ScenePlan, index: int, size: tuple[int, int], out_path: Path, variant: int = 0
-    ) -> None:
+    def submit(self, plan: ScenePlan, index: int, size: tuple[int, int], variant: int = 0) -> dict:
         scene = plan.scenes[index]
         prompt = (scene.visual_prompt or scene.narration).strip().rstrip(".")
         payload = {
@@ -497,46 +488,34 @@ class RunwayVisuals:
             "seed": zlib.crc32(f"{prompt}|{variant}".encode()) % (MAX_SEED + 1),
         }
         task_id = self._client.create_task("/v1/text_to_image", payload)
-        url = self._wait(task_id)
-        out_path = Path(out_path)
-        download = out_path.with_name(out_path.name + ".download")
-        try:
-            self._client.download(url, download)
-            _save_fitted_png(download, size, out_path)
-        finally:
-            download.unlink(missing_ok=True)
         log.info(
-            "runway still drawn task=%s scene=%d variant=%d ratio=%s",
+            "runway still submitted task=%s scene=%d variant=%d ratio=%s",
             task_id,
             index,
             variant,
             payload["ratio"],
         )
+        return {"id": task_id}
 
-    def _wait(self, task_id: str) -> str:
-        """The output URL once the task succeeds; THROTTLED and PENDING keep waiting."""
-        deadline = time.monotonic() + self._timeout_seconds
-        while True:
-            status = task_status(self._client.task(task_id))
-            if status.state == "succeeded" and status.output_url:
-                return status.output_url
-            if status.state == "failed":
-                # INTERNAL.* failures may pass on another try; SAFETY.* and ASSET.* will not.
-                retryable = "failureCode=INTERNAL" in (status.error or "")
-                error_type = TransientError if retryable else PermanentError
-                raise error_type(
-                    f"Runway could not draw the picture (task {task_id}): {status.error}"
-                )
-            if time.monotonic() + self._poll_seconds > deadline:
-                try:
-                    self._client.delete_task(task_id)
-                except BotError as exc:
-                    log.warning("runway cancel failed task=%s error=%s", task_id, exc)
-                raise TransientError(
-                    f"Runway did not draw the picture within {self._timeout_seconds:g}s "
-                    f"(task {task_id})"
-                )
-            self._sleep(self._poll_seconds)
+    def status(self, handle: dict) -> AnimationStatus:
+        return task_status(self._client.task(handle["id"]))
+
+    def download(self, status: AnimationStatus, size: tuple[int, int], out_path: Path) -> None:
+        if status.state != "succeeded" or not status.output_url:
+            raise ValueError(f"no picture to download from a task in state {status.state}")
+        out_path = Path(out_path)
+        download = out_path.with_name(out_path.name + ".download")
+        try:
+            self._client.download(status.output_url, download)
+            _save_fitted_png(download, size, out_path)
+        finally:
+            download.unlink(missing_ok=True)
+
+    def cancel(self, handle: dict) -> None:
+        try:
+            self._client.delete_task(handle["id"])
+        except BotError as exc:
+            log.warning("runway cancel failed task=%s error=%s", handle.get("id"), exc)
 
 
 def _save_fitted_png(source: Path, size: tuple[int, int], out_path: Path) -> None:

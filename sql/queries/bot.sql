@@ -48,23 +48,9 @@ LIMIT :limit::integer;
 
 -- name: recent_work_seconds
 -- The median working time (its finished step runs, gates excluded) of the last :jobs jobs
--- done with these :providers; NULL when there are none.
-WITH recent AS (
-    SELECT j.id FROM jobs j
-    WHERE j.state = 'done'
-      AND EXISTS (SELECT 1 FROM step_runs r
-                  WHERE r.job_id = j.id AND r.providers = :providers::text)
-    ORDER BY j.finished_at DESC, j.id DESC
-    LIMIT :jobs::integer
-), work AS (
-    SELECT sum(extract(epoch FROM r.finished_at - r.started_at)) AS seconds
-    FROM step_runs r JOIN recent ON recent.id = r.job_id
-    WHERE r.finished_at IS NOT NULL
-    GROUP BY r.job_id
-)
-SELECT (percentile_cont(0.5) WITHIN GROUP (ORDER BY seconds))::float8 AS median_seconds,
-       count(*) AS jobs
-FROM work;
+-- done with these :providers, among the last 100 finished; NULL when there are none. The
+-- acknowledgement gets it from create_job; both are the function in sql/011_create_job.sql.
+SELECT recent_work_seconds(:providers::text, :jobs::integer) AS median_seconds;
 
 -- name: recent_job_costs
 -- The cost and working time of the jobs recent_jobs lists.

@@ -57,6 +57,17 @@ SELECT
     (SELECT count(*) FROM jobs
      WHERE state = 'waiting' AND gate_deadline < now()) AS gates_past_deadline;
 
+-- name: ops_workers
+-- Worker processes seen in the last hour, with the jobs each runs now (in flight: running, its
+-- lease held) and how long ago it last renewed its heartbeat.
+SELECT w.host, w.pid, w.slots, w.render_slots,
+       (SELECT count(*) FROM jobs j WHERE j.worker_id = w.id AND j.state = 'running') AS in_flight,
+       extract(epoch FROM now() - w.heartbeat_at)::float8 AS heartbeat_age_seconds,
+       w.stopped_at IS NOT NULL AS stopped
+FROM workers w
+WHERE w.stopped_at IS NULL OR w.stopped_at > now() - interval '1 hour'
+ORDER BY w.stopped_at IS NOT NULL, w.started_at;
+
 -- name: ops_table_sizes
 -- Sizes in bytes, indexes and TOAST included, of this schema's tables.
 SELECT c.relname AS table_name, pg_total_relation_size(c.oid) AS bytes

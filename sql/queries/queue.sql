@@ -20,89 +20,16 @@ UNION ALL
 SELECT id, false AS created FROM jobs
 WHERE idempotency_key = :idempotency_key AND NOT EXISTS (SELECT 1 FROM inserted);
 
--- name: lock_user_jobs
--- Serialize user :user_id's new jobs until the transaction ends. Its own statement, before
--- create_job_from_update: a statement's snapshot is taken when it starts, so only a later
--- statement sees the job of a transaction that committed while this one waited for the lock.
-SELECT true AS locked
-FROM pg_advisory_xact_lock(hashtextextended(current_schema() || '.user_jobs.' || :user_id::bigint, 0));
-
 -- name: create_job_from_update
--- The bot's job for a new description, in one statement: record the update (a redelivery stops
--- here; telegram_updates is the bot's dedup record), unblock the chat (the user is talking to
--- the bot again), check the user's limits, insert the job (a spoken description, with the
--- voice message's :voice_file_id, starts at the step `transcribe`). outcome: created | duplicate |
--- too_many_active | daily_limit | rate_limit_hour | rate_limit_minute. The day is the UTC
--- calendar day; the rate windows are the last minute and the last hour, counting the jobs the
--- user created in them. Run after lock_user_jobs, in its transaction, so that two
--- descriptions at the same instant take turns (queue.create_job_from_update does).
--- retry_after: a rate limit's wait, in whole seconds until enough of the counted jobs leave
--- the window(s). ahead: for a created job that cannot start at once because the
--- :max_running generation slots are taken (running jobs and due jobs before it fill them), the
--- due jobs in line before it; else NULL.
-WITH recorded AS (
-    INSERT INTO telegram_updates (update_id, kind) VALUES (:update_id::bigint, 'message')
-    ON CONFLICT (update_id) DO NOTHING
-    RETURNING update_id
-), unblocked AS (
-    DELETE FROM blocked_chats
-    WHERE chat_id = :chat_id::bigint AND EXISTS (SELECT 1 FROM recorded)
-), usage AS (
-    SELECT count(*) FILTER (WHERE state IN ('queued', 'running', 'waiting')) AS active,
-           count(*) FILTER (WHERE created_at >= date_trunc('day', now(), 'UTC')) AS today,
-           count(*) FILTER (WHERE created_at > now() - interval '1 minute') AS last_minute,
-           count(*) FILTER (WHERE created_at > now() - interval '1 hour') AS last_hour,
-           array_agg(created_at ORDER BY created_at)
-               FILTER (WHERE created_at > now() - interval '1 hour') AS hour_times
-    FROM jobs
-    WHERE user_id = :user_id::bigint
-), rate AS (
-    -- When each full window lets one more in: its (count - limit + 1)th oldest job leaves it
-    -- (hour_times ends with the minute's jobs, so both index it). GREATEST skips NULLs.
-    SELECT u.last_hour >= :per_hour::bigint AS hour_full,
-           u.last_minute >= :per_minute::bigint AS minute_full,
-           GREATEST(
-               CASE WHEN u.last_minute >= :per_minute::bigint
-                    THEN u.hour_times[(u.last_hour - :per_minute::bigint + 1)::integer]
-                         + interval '1 minute' END,
-               CASE WHEN u.last_hour >= :per_hour::bigint
-                    THEN u.hour_times[(u.last_hour - :per_hour::bigint + 1)::integer]
-                         + interval '1 hour' END) AS free_at
-    FROM usage u
-), inserted AS (
-    -- created_at by the statement's now(), the clock the windows above are measured by.
-    INSERT INTO jobs (chat_id, user_id, language, description, max_attempts, voice_file_id, step,
-                      created_at)
-    SELECT :chat_id::bigint, :user_id::bigint, :language::text, :description::text,
-           :max_attempts::integer, :voice_file_id::text,
-           CASE WHEN :voice_file_id::text IS NULL THEN 'script' ELSE 'transcribe' END, now()
-    FROM recorded, usage, rate
-    WHERE usage.active < :max_active::bigint AND usage.today < :max_per_day::bigint
-      AND NOT rate.hour_full AND NOT rate.minute_full
-    RETURNING id
-)
-SELECT CASE
-         WHEN NOT EXISTS (SELECT 1 FROM recorded) THEN 'duplicate'
-         WHEN EXISTS (SELECT 1 FROM inserted) THEN 'created'
-         WHEN usage.active >= :max_active::bigint THEN 'too_many_active'
-         WHEN usage.today >= :max_per_day::bigint THEN 'daily_limit'
-         WHEN rate.hour_full THEN 'rate_limit_hour'
-         ELSE 'rate_limit_minute'
-       END AS outcome,
-       (SELECT id FROM inserted) AS job_id,
-       CASE WHEN rate.free_at IS NOT NULL
-            THEN GREATEST(ceil(extract(epoch FROM rate.free_at - now())), 1)::integer
-       END AS retry_after,
-       -- The line is counted only when it is full: a check bounded by the cap first, so that
-       -- a backlog costs each new description nothing until the slots are all taken.
-       CASE WHEN EXISTS (SELECT 1 FROM inserted)
-                 AND (SELECT count(*) FROM (
-                         SELECT 1 FROM jobs
-                         WHERE state = 'running' OR (state = 'queued' AND run_at <= now())
-                         LIMIT :max_running::bigint) AS taken) >= :max_running::bigint
-            THEN (SELECT count(*) FROM jobs WHERE state = 'queued' AND run_at <= now())
-       END AS ahead
-FROM usage, rate;
+-- The bot's job for a new description: the function create_job (sql/011_create_job.sql)
+-- records the update, takes the user's lock, checks the user's limits, inserts the job and
+-- reads the time estimate (for :providers, when not NULL), as one statement and so one
+-- transaction: one round trip.
+SELECT outcome, job_id, retry_after, ahead, work_seconds
+FROM create_job(:update_id::bigint, :chat_id::bigint, :user_id::bigint, :language::text,
+                :description::text, :max_attempts::integer, :voice_file_id::text,
+                :max_active::bigint, :max_per_day::bigint, :per_minute::bigint,
+                :per_hour::bigint, :max_running::bigint, :providers::text);
 
 -- name: lock_claims
 -- Claims take turns while a cap on running jobs holds (queue.claim): its own statement, before
@@ -117,6 +44,7 @@ SELECT true AS locked FROM pg_advisory_xact_lock(hashtextextended(current_schema
 -- :max_running (NULL: no cap) caps the running jobs: a job that would start work waits in line,
 -- queued or waiting, while that many run. Taking over a running job (it is counted already) or
 -- acting on a cancel request is not capped. Run after lock_claims, in its transaction.
+-- :worker_id (NULL for a claim outside a worker process) names the process that holds the lease.
 -- A gate's decision is its first row under the gate's name or an alias (gate_approval_types).
 WITH busy AS (
     SELECT count(*) AS running FROM jobs WHERE state = 'running'
@@ -160,6 +88,7 @@ SET state = 'running',
     attempts = CASE WHEN c.prev_state = 'waiting' THEN 1 ELSE j.attempts + 1 END,
     lease_token = gen_random_uuid(),
     lease_expires_at = now() + make_interval(secs => :lease_seconds::float8),
+    worker_id = :worker_id::uuid,
     gate = NULL,
     gate_deadline = NULL,
     updated_at = now()
@@ -467,13 +396,15 @@ SELECT extract(epoch FROM coalesce(j.finished_at, now()) - j.created_at)::float8
        (SELECT coalesce(sum(usd), 0) FROM provider_calls p WHERE p.job_id = j.id)::float8 AS usd
 FROM jobs j WHERE j.id = :id::bigint;
 
--- ---- remote animation tasks (sql/009_remote_tasks.sql) -------------------------------------------
+-- ---- remote tasks: clips and stills (sql/009_remote_tasks.sql, sql/010_remote_stills.sql) ---------
 
 -- name: begin_remote_task
--- The intent to submit one scene's task, if the provider has a slot (begin_remote_task()).
-SELECT * FROM begin_remote_task(:job_id::bigint, :token::uuid, :scene::integer, :provider::text,
-                                :model::text, :stills_variant::integer, :videos_variant::integer,
-                                :attempt::integer, :slots::integer, :timeout_seconds::float8);
+-- The intent to submit one scene's task, if the provider has a slot for its kind
+-- (begin_remote_task()).
+SELECT * FROM begin_remote_task(:job_id::bigint, :token::uuid, :kind::text, :scene::integer,
+                                :provider::text, :model::text, :stills_variant::integer,
+                                :videos_variant::integer, :attempt::integer, :slots::integer,
+                                :timeout_seconds::float8);
 
 -- name: remote_task_submitted
 -- The provider took the task: its handle, the seconds it bills and their price, recorded the
@@ -481,6 +412,28 @@ SELECT * FROM begin_remote_task(:job_id::bigint, :token::uuid, :scene::integer, 
 UPDATE remote_tasks t
 SET state = 'running', handle = :handle::jsonb, seconds_billed = :seconds_billed::numeric,
     usd = :usd::numeric, submitted_at = now()
+FROM jobs j
+WHERE t.id = :task_id::bigint AND t.state = 'submitting'
+  AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
+RETURNING t.id;
+
+-- name: remote_task_started
+-- Polling saw the provider run the task (it left the provider's line): its timeout counts from
+-- now. Set once; no row back: the lease is lost.
+UPDATE remote_tasks t
+SET started_at = coalesce(t.started_at, now())
+FROM jobs j
+WHERE t.id = :task_id::bigint AND t.state IN ('running', 'succeeded')
+  AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
+RETURNING t.id;
+
+-- name: remote_task_answered
+-- A synchronous call (a gpt-image-1 still) answered and its picture is saved as the job's
+-- artifact: from submitting straight to succeeded, with its price. No row back: the lease is
+-- lost (or the row is no longer submitting).
+UPDATE remote_tasks t
+SET state = 'succeeded', handle = :handle::jsonb, usd = :usd::numeric, submitted_at = now(),
+    started_at = t.created_at, finished_at = now()
 FROM jobs j
 WHERE t.id = :task_id::bigint AND t.state = 'submitting'
   AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
@@ -510,22 +463,24 @@ SET state = 'uncertain', finished_at = now(),
 FROM jobs j
 WHERE t.job_id = :job_id::bigint AND t.state = 'submitting'
   AND j.id = t.job_id AND j.lease_token = :token::uuid AND j.state = 'running'
-RETURNING t.id, t.scene;
+RETURNING t.id, t.kind, t.scene;
 
 -- name: remote_tasks
--- The latest attempt of each scene of the job for these variants, with the seconds since the
--- provider took it (by the database's clock, as ANIMATION_TIMEOUT_SECONDS is measured), and how
+-- The latest attempt of each scene of the job for this kind and these variants, with the
+-- seconds since the provider started running it (by the database's clock, as
+-- ANIMATION_TIMEOUT_SECONDS is measured; NULL while it waits in the provider's line), and how
 -- many attempts never reached the provider.
 SELECT DISTINCT ON (t.scene)
        t.id, t.scene, t.attempt, t.state, t.handle, t.output_url, t.error,
-       extract(epoch FROM now() - t.submitted_at)::float8 AS age_seconds,
+       t.started_at IS NOT NULL AS started,
+       extract(epoch FROM now() - t.started_at)::float8 AS age_seconds,
        (SELECT count(*) FROM remote_tasks u
-        WHERE u.job_id = t.job_id AND u.scene = t.scene AND u.state = 'unsent'
-          AND u.stills_variant = t.stills_variant
+        WHERE u.job_id = t.job_id AND u.kind = t.kind AND u.scene = t.scene
+          AND u.state = 'unsent' AND u.stills_variant = t.stills_variant
           AND u.videos_variant = t.videos_variant)::integer AS unsent
 FROM remote_tasks t
-WHERE t.job_id = :job_id::bigint AND t.stills_variant = :stills_variant::integer
-  AND t.videos_variant = :videos_variant::integer
+WHERE t.job_id = :job_id::bigint AND t.kind = :kind::text
+  AND t.stills_variant = :stills_variant::integer AND t.videos_variant = :videos_variant::integer
 ORDER BY t.scene, t.attempt DESC;
 
 -- name: others_due
@@ -533,3 +488,16 @@ ORDER BY t.scene, t.attempt DESC;
 -- keep the worker's run to itself.
 SELECT EXISTS (SELECT 1 FROM jobs
                WHERE state = 'queued' AND run_at <= now() AND id <> :job_id::bigint) AS due;
+
+-- name: register_worker
+-- A worker process starts (or renews its heartbeat): its row in `workers`.
+INSERT INTO workers (id, host, pid, slots, render_slots, started_at, heartbeat_at)
+VALUES (:worker_id, :host, :pid, :slots, :render_slots, now(), now())
+ON CONFLICT (id) DO UPDATE SET heartbeat_at = now(), stopped_at = NULL;
+
+-- name: stop_worker
+-- A worker process exits cleanly; rows of processes gone more than a day are forgotten.
+WITH stopped AS (
+    UPDATE workers SET stopped_at = now(), heartbeat_at = now() WHERE id = :worker_id
+)
+DELETE FROM workers WHERE heartbeat_at < now() - interval '1 day';
