@@ -6,8 +6,9 @@
 Gates off, 6-scene descriptions, real worker processes (`python -m functions.worker --loop`)
 against PostgreSQL (DATABASE_URL, else the embedded server) and the local stand-ins with the
 latencies of the real services: speech from OpenAI's `/audio/speech` (`--speech-seconds`), stills
-from `gpt-image-1`, which answers synchronously (`--still-seconds`), clips from Runway's
-`image_to_video` tasks (`--clip-seconds`). The script is the local one (it costs nothing).
+from `gpt-image-1`, which answers synchronously, or from Runway's `text_to_image` tasks
+(`--stills runway`), either taking `--still-seconds`; clips from Runway's `image_to_video` tasks
+(`--clip-seconds`). The script is the local one (it costs nothing).
 
 It first times a lone job on one slot, the baseline: its chain of provider waits (the voices in
 rounds of VOICE_CONCURRENCY, one still, one clip) and, from its wall time less that chain, its
@@ -101,9 +102,9 @@ class Stands:
             "VIDEO_RESOLUTION": str(args.resolution),
             "SCRIPT_PROVIDER": "local",
             "VOICE_PROVIDER": "openai",
-            "VISUALS_PROVIDER": "openai",
+            "VISUALS_PROVIDER": args.stills,
             "OPENAI_API_KEY": self.openai.api_key,
-            "OPENAI_BASE_URL": self.openai.base_url,
+            "OPENAI_BASE_URL": f"{self.openai.base_url}/v1",
             "ANIMATION_PROVIDER": "runway",
             "RUNWAY_API_KEY": self.runway.api_key,
             "RUNWAY_API_BASE": self.runway.base_url,
@@ -202,6 +203,12 @@ def main() -> None:
     parser.add_argument("--clip-seconds", type=float, default=60.0)
     parser.add_argument("--speech-seconds", type=float, default=2.0)
     parser.add_argument(
+        "--stills",
+        choices=("openai", "runway"),
+        default="openai",
+        help="gpt-image-1 (synchronous: a slot waits) or Runway tasks (the job parks)",
+    )
+    parser.add_argument(
         "--slots",
         default="1,2,4",
         help="job slots of the one-process runs (0: what the machine's CPUs and memory hold)",
@@ -216,7 +223,7 @@ def main() -> None:
     print(
         f"crowd bench: {args.people} people, stills {latency.still:g} s, clips "
         f"{latency.clip:g} s, speech {latency.speech:g} s, {args.resolution}p, "
-        f"{args.video_seconds} s films",
+        f"{args.video_seconds} s films, stills from {args.stills}",
         flush=True,
     )
     with Stands(latency) as stands:
@@ -236,6 +243,7 @@ def main() -> None:
     result: dict[str, Any] = {
         "bench": "crowd",
         "people": args.people,
+        "stills": args.stills,
         "scenes": lone.scenes,
         "latency_s": {"still": latency.still, "clip": latency.clip, "speech": latency.speech},
         "lone_job_s": lone.last_s,

@@ -51,8 +51,10 @@ from shared.providers.base import Speech, WordTiming
 logger = logging.getLogger(__name__)
 
 RENDER_PEAK_MB = 450
-"""Peak RSS of one 1080p render, all its ffmpeg processes together (`python -m bench.render`);
-the worker starts no more renders than its memory holds (shared/capacity.py)."""
+"""Peak RSS of one 1080p render, all its ffmpeg processes together, rounded up: 430-446 MB for
+6 and 12 scenes (clips, stills, styled), measured by `python -m bench.render` (its
+*_1080_peak_rss_mb figures). The worker starts no more renders than its memory holds
+(shared/capacity.py)."""
 PRESET = "veryfast"
 CRF = 23
 AUDIO_BITRATE = 96_000
