@@ -110,4 +110,5 @@ def worker_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str
         ANIMATION_PROVIDER="none",
         RETRY_BASE_SECONDS="0",
         WORKER_MAX_SECONDS="120",
+        WORKER_CONCURRENCY="2",
     )

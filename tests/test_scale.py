@@ -266,3 +266,22 @@ def test_a_deploy_stops_an_idle_looping_worker_at_once_not_at_its_poll(crowd_env
     asked = time.monotonic()
     assert worker.stop() == 0
     assert time.monotonic() - asked < 10, "SIGTERM waited for the 60 s poll"
+
+
+def test_a_looping_worker_survives_its_connections_being_cut(db, crowd_env, telegram):
+    """A database restart or failover drops every connection: the slots open new ones and the
+    next description is still served, by the same process."""
+    worker = LoopingWorker(dict(crowd_env, WORKER_CONCURRENCY="2", ANIMATION_PROVIDER="none"))
+    worker.wait_ready()
+    try:
+        [[cut]] = db.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name = 'ai_video_bot-worker' AND pid <> pg_backend_pid()"
+        )
+        assert cut >= 2
+        job_ids = enqueue_crowd(db, 1)
+        wait_all_finished(db, job_ids)
+    finally:
+        assert worker.stop() == 0
+    assert_each_film_arrived_once(db, telegram, job_ids)
+    assert any("lost its connection" in line for line in worker.lines)

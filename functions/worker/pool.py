@@ -125,22 +125,36 @@ class Pool:
         self.stopping.set()
         self.wake.notify()
 
-    def _run_slot(self, slot: Slot, window: Window) -> None:
-        try:
-            while not self.stopping.is_set():
-                seen = self.wake.generation
-                now = time.monotonic()
-                job = self._claim(slot) if window.loop or now < window.claim_until else None
-                if job is not None:
-                    self._run(slot, job, window)
-                    continue
-                if not window.loop and self._idle_run_over(window):
-                    return
-                self.wake.wait_since(seen, self._idle_wait(window))
-        except Exception:  # the slot's connection broke: the other slots and the leases carry on
-            log.exception("worker slot stopped on an error worker=%s", self.worker_id)
-        finally:
+    def _run_slot(self, slot: Slot | None, window: Window) -> None:
+        """Claim and run jobs until the run is over or the process stops. A database error
+        outside a job (the server restarted, the network dropped) costs the slot its
+        connection, not its life: it waits a poll and opens a new one."""
+        while not self.stopping.is_set():
+            try:
+                slot = slot or self._open_slot()
+                if not self._next(slot, window):
+                    break
+            except Exception:
+                log.exception("worker slot lost its connection worker=%s", self.worker_id)
+                if slot is not None:
+                    slot.database.close()
+                slot = None
+                self.wake.wait_since(self.wake.generation, self.settings.worker_poll_seconds)
+        if slot is not None:
             slot.database.close()
+
+    def _next(self, slot: Slot, window: Window) -> bool:
+        """Run the next runnable job, or wait for one; False when this cron run is over."""
+        seen = self.wake.generation
+        now = time.monotonic()
+        job = self._claim(slot) if window.loop or now < window.claim_until else None
+        if job is not None:
+            self._run(slot, job, window)
+            return True
+        if not window.loop and self._idle_run_over(window):
+            return False
+        self.wake.wait_since(seen, self._idle_wait(window))
+        return True
 
     def _idle_wait(self, window: Window) -> float:
         """WORKER_POLL_SECONDS, or less when a cron run's listen window ends sooner."""
