@@ -16,6 +16,7 @@ import pytest
 from flask.testing import FlaskClient
 from hypothesis import settings as hypothesis_settings
 
+from localapi.runway_server import RunwayServer
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
 from shared.config import Settings, load_settings
@@ -112,3 +113,10 @@ def worker_env(schema_env: dict[str, str], telegram: TelegramServer) -> dict[str
         WORKER_MAX_SECONDS="120",
         WORKER_CONCURRENCY="2",
     )
+
+
+@pytest.fixture
+def runway() -> Iterator[RunwayServer]:
+    """The Runway stand-in, its tasks taking half a second."""
+    with RunwayServer(task_seconds=0.5) as server:
+        yield server

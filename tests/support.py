@@ -6,12 +6,13 @@ from __future__ import annotations
 import copy
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from flask.testing import FlaskClient
 
@@ -135,6 +136,29 @@ def worker_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def kill_worker_when(
+    env: dict[str, str], ready: Callable[[], bool], seen: Callable[[], object], pause: float = 0.05
+) -> None:
+    """Start one cron run of the worker in a process of its own and SIGKILL it as soon as
+    `ready()` holds; fails when it ends by itself first, or when `ready()` never holds within a
+    minute (the message is `seen()`, what was there instead)."""
+    process = worker_process(env)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            assert time.monotonic() < deadline, seen()
+            assert process.poll() is None, "the worker ended before it was killed"
+            time.sleep(pause)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+
+
+def scenes_of(db: Database, job_id: int) -> int:
+    """How many scenes the job's script has."""
+    return len(job(db, job_id)["checkpoints"]["script"]["scenes"])
 
 
 def wait_out_lease(db: dbmod.Database, job_id: int, margin: float = 0.2) -> None:

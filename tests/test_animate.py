@@ -25,9 +25,11 @@ from tests.support import (
     child_env,
     enqueue,
     job,
+    kill_worker_when,
     manage,
     post,
     press,
+    scenes_of,
     texts_sent,
     wait_out_lease,
     worker_process,
@@ -41,14 +43,6 @@ def env(worker_env: dict[str, str]) -> dict[str, str]:
     """The worker's environment with a short film and fast polling; each test picks its
     ANIMATION_PROVIDER."""
     return dict(worker_env, VIDEO_SECONDS="6", ANIMATION_POLL_SECONDS="0.1")
-
-
-@pytest.fixture
-def runway() -> Iterator[RunwayServer]:
-    server = RunwayServer(task_seconds=0.5)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -73,10 +67,6 @@ def fal_env(env: dict[str, str], server: FalServer, **extra: str) -> dict[str, s
     return dict(
         env, ANIMATION_PROVIDER="fal", FAL_KEY=server.key, FAL_QUEUE_BASE=server.base_url, **extra
     )
-
-
-def scenes_of(db, job_id: int) -> int:
-    return len(job(db, job_id)["checkpoints"]["script"]["scenes"])
 
 
 def tasks(db, job_id: int) -> list[dict[str, Any]]:
@@ -219,16 +209,11 @@ def test_worker_killed_while_tasks_run_is_resumed_with_every_clip_and_no_second_
         assert worker.tick() == 1
         decide_by_sql(db, job_id, gate)
     scenes = scenes_of(db, job_id)
-    first = worker_process(child_env(settings))
-    try:
-        deadline = time.monotonic() + 60
-        while [row["state"] for row in tasks(db, job_id)] != ["running"] * scenes:
-            assert time.monotonic() < deadline, tasks(db, job_id)
-            assert first.poll() is None
-            time.sleep(0.05)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    kill_worker_when(
+        child_env(settings),
+        lambda: [row["state"] for row in tasks(db, job_id)] == ["running"] * scenes,
+        lambda: tasks(db, job_id),
+    )
     assert job(db, job_id)["state"] == "running"
     assert len(runway.submissions) == scenes
     wait_out_lease(db, job_id)

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
@@ -20,20 +19,12 @@ from localapi.runway_server import RunwayServer
 from localapi.telegram_server import TelegramServer
 from shared import db as dbmod
 from shared import queue
-from shared.capacity import Capacity, capacity, render_slots_for, slots_for
+from shared.capacity import Capacity, capacity
 from shared.config import REPO_ROOT, load_settings
-from tests.support import child_env
+from tests.support import child_env, manage
 
 FIRST_CHAT = 7000
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A boat comes home."
-
-
-@pytest.fixture
-def runway() -> Iterator[RunwayServer]:
-    server = RunwayServer(task_seconds=0.5)
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -223,8 +214,6 @@ def test_one_process_serves_a_crowd_side_by_side_rendering_one_film_at_a_time(
 
 
 def test_manage_stats_shows_each_workers_jobs_in_flight_and_heartbeat(db, crowd_env):
-    from tests.support import manage
-
     env = dict(crowd_env, WORKER_CONCURRENCY="3")
     worker = LoopingWorker(env)
     worker.wait_ready()
@@ -250,7 +239,6 @@ def test_the_default_capacity_follows_memory_and_cpus(memory, cpus, slots, rende
     fits = capacity(settings, 450, memory=memory, cpu_count=cpus)
     assert (fits.slots, fits.render_slots) == (slots, renders)
     assert fits.render_slots <= fits.slots
-    assert slots_for(memory, cpus, 450) >= 1 and render_slots_for(memory, 450) >= 1
 
 
 def test_set_capacity_wins_and_renders_never_outnumber_slots():

@@ -5,7 +5,6 @@ saw."""
 
 from __future__ import annotations
 
-import signal
 import time
 from typing import Any, Iterator
 
@@ -21,19 +20,14 @@ from tests.support import (
     decide,
     enqueue,
     job,
+    kill_worker_when,
+    scenes_of,
     texts_sent,
     wait_out_lease,
-    worker_process,
 )
 
 DESCRIPTION = "A lighthouse at dawn. Waves crash on the rocks. A ship comes home safely."
 IMAGES = "/v1/images/generations"
-
-
-@pytest.fixture
-def runway() -> Iterator[RunwayServer]:
-    with RunwayServer(task_seconds=0.5) as server:
-        yield server
 
 
 @pytest.fixture
@@ -72,10 +66,6 @@ def stills(db, job_id: int) -> list[dict[str, Any]]:
             j=job_id,
         )
     ]
-
-
-def scenes_of(db, job_id: int) -> int:
-    return len(job(db, job_id)["checkpoints"]["script"]["scenes"])
 
 
 def storyboard_caption(telegram) -> str:
@@ -121,16 +111,11 @@ def test_worker_killed_with_stills_in_flight_is_resumed_and_pays_each_still_once
     assert worker.tick() == 1
     decide(db, job_id, "script")
     scenes = scenes_of(db, job_id)
-    first = worker_process(child_env(settings))
-    try:
-        deadline = time.monotonic() + 60
-        while [row["state"] for row in stills(db, job_id)] != ["running"] * scenes:
-            assert time.monotonic() < deadline, stills(db, job_id)
-            assert first.poll() is None
-            time.sleep(0.05)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    kill_worker_when(
+        child_env(settings),
+        lambda: [row["state"] for row in stills(db, job_id)] == ["running"] * scenes,
+        lambda: stills(db, job_id),
+    )
     assert job(db, job_id)["state"] == "running"
     assert len(runway.submissions) == scenes
     wait_out_lease(db, job_id)
@@ -209,17 +194,14 @@ def test_a_worker_killed_during_openai_calls_asks_for_no_still_again(
     assert worker.tick() == 1
     decide(db, job_id, "script")
     scenes = scenes_of(db, job_id)
-    first = worker_process(child_env(settings))
-    try:
-        deadline = time.monotonic() + 60
-        while openai.images_drawing < scenes:  # every request has reached the stand-in
-            assert time.monotonic() < deadline, stills(db, job_id)
-            assert first.poll() is None
-            time.sleep(0.02)
-    finally:
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+    kill_worker_when(
+        child_env(settings),
+        lambda: openai.images_drawing >= scenes,  # every request has reached the stand-in
+        lambda: stills(db, job_id),
+        pause=0.02,
+    )
     assert [row["state"] for row in stills(db, job_id)] == ["submitting"] * scenes
+    deadline = time.monotonic() + 60
     while len(openai.requests_to(IMAGES)) < scenes:  # the stand-in answers the dead worker
         assert time.monotonic() < deadline
         time.sleep(0.05)

@@ -4,6 +4,7 @@ message that shows progress, and the chat action shown while uploading."""
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ from shared import queue
 from shared.config import Settings
 from shared.costs import Meter
 from shared.errors import JobStopped
+from shared.plan import ScenePlan
 from shared.providers import Providers
 from shared.telegram import RateLimited, TelegramClient
 from shared.texts import t
@@ -96,6 +98,14 @@ class JobContext:
     @property
     def language(self) -> str:
         return self.job.language
+
+    def plan(self) -> ScenePlan:
+        """The script the step `script` checkpointed."""
+        return ScenePlan.from_dict(self.job.checkpoints["script"])
+
+    def work_dir(self) -> tempfile.TemporaryDirectory:
+        """One directory per job and step, removed when the step ends, however it ends."""
+        return tempfile.TemporaryDirectory(prefix=f"videobot-job{self.job.id}-{self.job.step}-")
 
     def check(self) -> None:
         """Stop here if the lease is gone or a cancel arrived."""

@@ -23,7 +23,6 @@ storyboard is drawn as soon as the stills are in, while the last voices may stil
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -84,22 +83,14 @@ def _steps() -> ModuleType:
     return steps
 
 
-def _plan(ctx: JobContext) -> ScenePlan:
-    return ScenePlan.from_dict(ctx.job.checkpoints["script"])
-
-
-def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
-    return tempfile.TemporaryDirectory(prefix=f"videobot-job{ctx.job.id}-{ctx.job.step}-")
-
-
 def step_media(ctx: JobContext) -> Next:
     """A voice-over and a still per scene, side by side. Voices and stills already made (and
     paid for) survive a retry; only a storyboard regeneration, which asks for a new variant,
     draws the stills again (for the same voices)."""
     steps = _steps()
-    plan = _plan(ctx)
+    plan = ctx.plan()
     variant = steps._revision(ctx, "images").get("count", 0)
-    with _work_dir(ctx) as tmp, Voices(ctx, plan, Path(tmp)) as voices:
+    with ctx.work_dir() as tmp, Voices(ctx, plan, Path(tmp)) as voices:
         work = Path(tmp)
         stills = _make_stills(ctx, plan, variant, work, voices)
         if isinstance(stills, Pending):
@@ -126,13 +117,13 @@ def show_images(ctx: JobContext, keyboard: dict) -> dict | None:
     """The images gate: a storyboard, a contact sheet of the stills, one numbered frame per
     scene (drawn by `media` as soon as its stills were in), with the scenes whose picture could
     not be made named in the caption."""
-    plan = _plan(ctx)
+    plan = ctx.plan()
     stills = _steps()._files(ctx, "image/", len(plan.scenes))
     if stills is None:
         return None
     made = ctx.job.checkpoints.get("media") or {}
     board = storyboard_name(made.get("stills_variant", 0))
-    with _work_dir(ctx) as tmp:
+    with ctx.work_dir() as tmp:
         work = Path(tmp)
         saved = queue.load_artifacts(ctx.db, ctx.job.id, board)
         sheet = work / "storyboard.jpg"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import subprocess
-import tempfile
 import unicodedata
 from pathlib import Path
 
@@ -38,11 +37,6 @@ from shared.telegram import ChatBlocked, RateLimited, TelegramError, fit_text
 from shared.texts import format_duration, script_message, t
 
 log = logging.getLogger(__name__)
-
-
-def _work_dir(ctx: JobContext) -> tempfile.TemporaryDirectory:
-    """One directory per job and step, removed when the step ends, however it ends."""
-    return tempfile.TemporaryDirectory(prefix=f"videobot-job{ctx.job.id}-{ctx.job.step}-")
 
 
 def _advance(ctx: JobContext, result: object) -> Next:
@@ -80,10 +74,6 @@ def _write_files(files: dict[str, bytes], directory: Path) -> list[Path]:
         path.write_bytes(content)
         paths.append(path)
     return paths
-
-
-def _plan(ctx: JobContext) -> ScenePlan:
-    return ScenePlan.from_dict(ctx.job.checkpoints["script"])
 
 
 def _revision(ctx: JobContext, gate: str) -> dict:
@@ -128,7 +118,7 @@ def step_review(ctx: JobContext) -> Next:
 
 def show_script(ctx: JobContext, keyboard: dict) -> dict:
     """The script gate: the title and each scene's narration, as text."""
-    plan = _plan(ctx)
+    plan = ctx.plan()
     text = script_message(plan.title, [scene.narration for scene in plan.scenes], ctx.language)
     heard = (ctx.job.checkpoints.get("transcribe") or {}).get("heard")
     if heard:  # a spoken description: what was heard comes first, so it can be corrected
@@ -144,7 +134,7 @@ def step_animate(ctx: JobContext) -> Next:
     animator = ctx.providers.animator
     if animator is None:
         return _advance(ctx, {"skipped": True, "clips": [], "fallback": []})
-    plan = _plan(ctx)
+    plan = ctx.plan()
     stills = _files(ctx, "image/", len(plan.scenes), tuple(_still_names(plan)))
     if stills is None:
         return Next.CONTINUE
@@ -154,7 +144,7 @@ def step_animate(ctx: JobContext) -> Next:
     )
     durations = ctx.job.checkpoints["media"]["durations"]
     seconds = [duration + gap_seconds_for(durations) for duration in durations]
-    with _work_dir(ctx) as tmp:
+    with ctx.work_dir() as tmp:
         work = Path(tmp)
         paths = _write_files({name: stills[name] for name in _still_names(plan)}, work)
         if is_remote(animator):
@@ -210,7 +200,7 @@ def _scene_visuals(ctx: JobContext, work: Path) -> list[Path] | None:
     """Each scene's picture for the preview and the render, as a file in `work`: its clip when
     the step `animate` made one, else its still. None when some are gone and the job was sent
     back to make them."""
-    plan = _plan(ctx)
+    plan = ctx.plan()
     stills = _files(ctx, "image/", len(plan.scenes), tuple(_still_names(plan)))
     if stills is None:
         return None
@@ -239,8 +229,8 @@ def show_videos(ctx: JobContext, keyboard: dict) -> dict | None:
     if animated.get("skipped"):
         _advance(ctx, {"approved": "nothing to show"})
         return None
-    plan = _plan(ctx)
-    with _work_dir(ctx) as tmp:
+    plan = ctx.plan()
+    with ctx.work_dir() as tmp:
         work = Path(tmp)
         visuals = _scene_visuals(ctx, work)
         if visuals is None:
@@ -283,7 +273,7 @@ def step_render(ctx: JobContext) -> Next:
 
 
 def _render(ctx: JobContext) -> Next:
-    plan = _plan(ctx)
+    plan = ctx.plan()
     scenes = len(plan.scenes)
     voices = _files(ctx, "voice/", scenes)
     if voices is None:
@@ -295,7 +285,7 @@ def _render(ctx: JobContext) -> Next:
         ctx.check()
         ctx.status.show("progress_render", pct=min(99, int(fraction * 100)))
 
-    with _work_dir(ctx) as tmp:
+    with ctx.work_dir() as tmp:
         work = Path(tmp)
         visuals = _scene_visuals(ctx, work)
         if visuals is None:
@@ -388,7 +378,7 @@ def _send_video(ctx: JobContext, files: dict[str, bytes]) -> bool:
     video = job.checkpoints["render"]
     ctx.status.show("progress_sending", force=True)
     queue.begin_delivery(ctx.db, job)
-    with _work_dir(ctx) as tmp:
+    with ctx.work_dir() as tmp:
         paths = {path.name: path for path in _write_files(files, Path(tmp))}
         try:
             with ChatAction(ctx.telegram, job.chat_id, "upload_video"):
@@ -422,7 +412,7 @@ def _caption_with_times(ctx: JobContext) -> str:
     """The video's caption: its title, then how long the job took in all and how much of that
     it waited at gates for the user's decisions."""
     times = queue.job_times(ctx.db, ctx.job.id)
-    title = t("video_caption", ctx.language, title=_plan(ctx).title)
+    title = t("video_caption", ctx.language, title=ctx.plan().title)
     took = t(
         "video_times",
         ctx.language,
@@ -486,7 +476,7 @@ def step_transcribe(ctx: JobContext) -> Next:
         raise PermanentError("Telegram gave no file_path for the voice file")
     audio = ctx.telegram.download_file(file_path)
     ctx.check()
-    with _work_dir(ctx) as tmp:
+    with ctx.work_dir() as tmp:
         path = Path(tmp) / Path(file_path).name
         path.write_bytes(audio)
         listened = {"audio_seconds": _seconds_of(path)}
