@@ -133,9 +133,7 @@ def _run(loop: bool, started: float) -> int:
         listening = loop or settings.worker_listen_seconds > 0
         if listening:
             control.listen(dbmod.wake_channel(settings.database_schema))
-        queue.register_worker(
-            control, worker_id, socket.gethostname(), os.getpid(), fits.slots, fits.render_slots
-        )
+        _register(control, worker_id, pool)
         window = Window(
             claim_until=started + settings.worker_max_seconds,
             stay_until=started + settings.worker_listen_seconds,
@@ -163,6 +161,14 @@ def _run(loop: bool, started: float) -> int:
     return 0
 
 
+def _register(control: dbmod.Database, worker_id: uuid.UUID, pool: Pool) -> None:
+    """Record this process in `workers`, or renew its heartbeat there."""
+    fits = pool.capacity
+    queue.register_worker(
+        control, worker_id, socket.gethostname(), os.getpid(), fits.slots, fits.render_slots
+    )
+
+
 def _supervise(pool: Pool, control: dbmod.Database, worker_id: uuid.UUID, listening: bool) -> None:
     """While any slot runs: pass each notification on to the idle slots, and renew the
     process's heartbeat."""
@@ -174,8 +180,5 @@ def _supervise(pool: Pool, control: dbmod.Database, worker_id: uuid.UUID, listen
         else:
             pool.join(timeout=1.0)
         if time.monotonic() >= next_beat:
-            fits = pool.capacity
-            queue.register_worker(
-                control, worker_id, socket.gethostname(), os.getpid(), fits.slots, fits.render_slots
-            )
+            _register(control, worker_id, pool)
             next_beat = time.monotonic() + WORKER_HEARTBEAT_SECONDS
