@@ -4,7 +4,8 @@ Routes, as Runway's (`start()` returns the base URL, like RUNWAY_API_BASE):
 - POST /v1/image_to_video: `promptImage` must be a data URI of a JPEG, PNG or WebP (this server
   fetches no https URL); answers `{"id": ...}`. The clip is a real H.264 MP4 of `duration`
   seconds at the ratio's size, panning across the submitted still, made with ffmpeg on its
-  first download and kept;
+  first download and kept; tasks with the same still, ratio and duration share one encode, so
+  that a crowd bench spends this machine's CPU on the worker, not on the stand-in's clips;
 - POST /v1/text_to_image: a real PNG of the ratio's size;
 - GET /v1/tasks/{id}: PENDING, (THROTTLED when `throttle`), RUNNING with `progress`, then
   SUCCEEDED with `output` (or FAILED with `failure` and `failureCode`) once the task has run
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import heapq
 import io
 import re
@@ -427,17 +429,20 @@ class RunwayServer(LocalServer):
         return Reply(200, self._clip(match[1], task).read_bytes(), "video/mp4")
 
     def _clip(self, task_id: str, task: dict[str, Any]) -> Path:
-        """The task's MP4, made on first use: a slow pan across the still at the ratio's size."""
+        """The task's MP4, made on first use: a slow pan across the still at the ratio's size.
+        One file per distinct still, ratio and duration."""
         with self._lock:
-            lock = self._file_locks.setdefault(task_id, threading.Lock())
             files_dir = self._files_dir
             still = self._stills[task_id]
+        key = hashlib.sha256(still + f"|{task['ratio']}|{task['duration']}".encode()).hexdigest()
+        with self._lock:
+            lock = self._file_locks.setdefault(key, threading.Lock())
         assert files_dir is not None
-        clip = files_dir / f"{task_id}.mp4"
+        clip = files_dir / f"{key}.mp4"
         with lock:
             if clip.exists():
                 return clip
-            source = files_dir / f"{task_id}.still"
+            source = files_dir / f"{key}.still"
             source.write_bytes(still)
             width, height = map(int, task["ratio"].split(":"))
             duration = task["duration"]

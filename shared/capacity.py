@@ -4,7 +4,8 @@ A job slot mostly waits: on a provider's answer, on ffmpeg, on an upload. Its ow
 (the process, two connections, a few stills in flight), so the number of slots follows the CPUs
 (ffmpeg, espeak-ng and Pillow work on them) and the memory left after the renders' share. A render
 is the memory peak (shared.pipeline.render.RENDER_PEAK_MB, measured by `python -m bench.render`),
-so renders get their own, smaller bound: a worker never starts more than its memory holds.
+so renders get their own, smaller bound: a worker never starts more than its memory holds, nor
+more than its CPUs keep busy.
 
 The limits are read the way a container sees them: the cgroup's memory limit and CPU quota
 (Render's instance types are cgroups), else the machine's.
@@ -83,10 +84,14 @@ def cpus(cgroup_root: Path = CGROUP_ROOT) -> float:
     return min(available, int(quota) / int(period))
 
 
-def render_slots_for(memory: int, render_peak_mb: int) -> int:
-    """Renders that fit beside the process: at least one (a worker that cannot render at all is
-    of no use; the README names the plans where one 1080p render is tight)."""
-    return max(1, (memory - PROCESS_BASE_MB) // render_peak_mb)
+def render_slots_for(memory: int, render_peak_mb: int, cpu_count: float) -> int:
+    """Renders that fit beside the process, and no more than its CPUs: a render keeps about a
+    CPU busy (x264's threads and a scene's process), so one more only shares the CPUs and holds a
+    job slot that could be waiting on a provider for another job. At least one (a worker that
+    cannot render at all is of no use; the README names the plans where one 1080p render is
+    tight)."""
+    by_memory = (memory - PROCESS_BASE_MB) // render_peak_mb
+    return max(1, min(by_memory, math.ceil(cpu_count)))
 
 
 def slots_for(memory: int, cpu_count: float, render_peak_mb: int) -> int:
@@ -107,7 +112,7 @@ def capacity(
     memory = memory_mb() if memory is None else memory
     cpu_count = cpus() if cpu_count is None else cpu_count
     slots = settings.worker_concurrency or slots_for(memory, cpu_count, render_peak_mb)
-    renders = settings.render_concurrency or render_slots_for(memory, render_peak_mb)
+    renders = settings.render_concurrency or render_slots_for(memory, render_peak_mb, cpu_count)
     return Capacity(
         slots=slots,
         render_slots=min(renders, slots),

@@ -68,6 +68,17 @@ def test_claim_leases_counts_attempts_and_skips_leased_jobs(db):
     assert queue.claim(db, 5, LEASE) == []
 
 
+@pytest.mark.parametrize("max_running", [None, 1])
+def test_claim_finishes_older_jobs_before_it_starts_newer_ones(db, max_running):
+    """A job back from a wait (here: due since a moment ago) goes before the jobs that came
+    after it, due for longer: a crowd's first films arrive while later jobs wait on providers."""
+    older, newer = make_jobs(db, 2)
+    db.execute("UPDATE jobs SET run_at = now() - interval '1 second' WHERE id = :id", id=older)
+    db.execute("UPDATE jobs SET run_at = now() - interval '1 minute' WHERE id = :id", id=newer)
+    [first] = queue.claim(db, 1, LEASE, max_running=max_running)
+    assert first.id == older
+
+
 def test_claim_takes_back_an_expired_lease_and_fences_the_old_owner(db):
     [job_id] = make_jobs(db, 1)
     [old] = queue.claim(db, 1, LEASE)

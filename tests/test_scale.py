@@ -214,7 +214,7 @@ def test_one_process_serves_a_crowd_side_by_side_rendering_one_film_at_a_time(
 
 
 def test_manage_stats_shows_each_workers_jobs_in_flight_and_heartbeat(db, crowd_env):
-    env = dict(crowd_env, WORKER_CONCURRENCY="3")
+    env = dict(crowd_env, WORKER_CONCURRENCY="3", RENDER_CONCURRENCY="2")
     worker = LoopingWorker(env)
     worker.wait_ready()
     try:
@@ -226,13 +226,13 @@ def test_manage_stats_shows_each_workers_jobs_in_flight_and_heartbeat(db, crowd_
     header = next(i for i, line in enumerate(lines) if line.startswith("workers"))
     row = lines[header + 2].split()
     assert row[1] == str(worker.proc.pid)
-    assert row[2:5] == ["3", "3", "0"]
+    assert row[2:5] == ["3", "2", "0"]
     assert row[5].endswith("s")
 
 
 @pytest.mark.parametrize(
     ("memory", "cpus", "slots", "renders"),
-    [(512, 0.5, 1, 1), (2048, 1, 4, 4), (4096, 2, 8, 8), (24_000, 2, 8, 8), (1024, 4, 7, 1)],
+    [(512, 0.5, 1, 1), (2048, 1, 4, 1), (4096, 2, 8, 2), (24_000, 2, 8, 2), (1024, 4, 7, 1)],
 )
 def test_the_default_capacity_follows_memory_and_cpus(memory, cpus, slots, renders):
     settings = load_settings({})

@@ -74,6 +74,11 @@ def test_description_becomes_a_delivered_watchable_video(db, worker_env, telegra
     status_id = row["status_message_id"]
     assert telegram.message(CHAT, status_id)["text"] == "✅ Done"
     assert e2e < 60
+    edits = [
+        c.at for c in telegram.calls_to("editMessageText") if c.params["message_id"] == status_id
+    ]
+    assert len(edits) >= 3
+    assert min(b - a for a, b in zip(edits, edits[1:])) >= 0.95, "edits faster than Telegram's pace"
 
 
 def test_russian_job_speaks_and_writes_russian(db, worker_env, telegram):

@@ -23,6 +23,11 @@ from shared.texts import t
 log = logging.getLogger(__name__)
 
 STATUS_EDIT_INTERVAL = 3.0
+STATUS_FORCED_GAP = 1.0
+"""The least gap before a forced edit: Telegram's pace for one chat, about a message a second.
+A forced edit waits in a job slot, so it waits no longer than Telegram asks."""
+STATUS_CHATS_KEPT = 10_000
+"""Chats whose last edit a worker process remembers before it forgets those past the interval."""
 CHAT_ACTION_INTERVAL = 4.5
 
 
@@ -118,14 +123,38 @@ class JobContext:
 
 
 class StatusMessage:
-    """The one progress message of a job, edited in place at most once per 3 seconds."""
+    """The one progress message of a job, edited in place: progress within a step run at most
+    once per 3 seconds, and no two edits of the chat's message less than a second apart."""
+
+    _last_edit: dict[int, float] = {}
+    """When this process last sent or edited a chat's progress message, across step runs (each
+    run has its own StatusMessage), so that Telegram's pace holds from one step to the next."""
+    _lock = threading.Lock()
 
     def __init__(self, ctx: JobContext) -> None:
         self._ctx = ctx
-        self._last_edit = 0.0
+        self._run_last_edit = float("-inf")
+
+    @classmethod
+    def _since_last_edit(cls, chat_id: int) -> float:
+        with cls._lock:
+            return time.monotonic() - cls._last_edit.get(chat_id, float("-inf"))
+
+    @classmethod
+    def _edited(cls, chat_id: int) -> None:
+        now = time.monotonic()
+        with cls._lock:
+            if len(cls._last_edit) > STATUS_CHATS_KEPT:
+                cls._last_edit = {
+                    chat: at
+                    for chat, at in cls._last_edit.items()
+                    if now - at < STATUS_EDIT_INTERVAL
+                }
+            cls._last_edit[chat_id] = now
 
     def show(self, key: str, *, force: bool = False, **fmt: object) -> None:
-        """Show text `key`; a forced update (a new step) waits out the interval, others skip.
+        """Show text `key`; a forced update (a new step) waits out the forced gap, others are
+        skipped inside it and while this run's interval runs.
         The text shown is kept with the job, so no run edits the message to what it says.
 
         Progress gives way to deliveries: while Telegram has the bot paused, an unforced update
@@ -134,11 +163,16 @@ class StatusMessage:
         if text == self._ctx.job.status_text:
             return
         telegram = self._ctx.telegram
-        wait = self._last_edit + STATUS_EDIT_INTERVAL - time.monotonic()
-        if not force and (wait > 0 or telegram.paused_for()):
+        since = self._since_last_edit(self._ctx.job.chat_id)
+        since_in_run = time.monotonic() - self._run_last_edit
+        if not force and (
+            since < STATUS_FORCED_GAP
+            or since_in_run < STATUS_EDIT_INTERVAL
+            or telegram.paused_for()
+        ):
             return
-        if wait > 0:
-            time.sleep(wait)
+        if since < STATUS_FORCED_GAP:
+            time.sleep(STATUS_FORCED_GAP - since)
         job = self._ctx.job
         try:
             if job.status_message_id is None:
@@ -158,7 +192,8 @@ class StatusMessage:
             )
             return
         queue.set_status_message(self._ctx.db, job, message_id, text)
-        self._last_edit = time.monotonic()
+        self._edited(job.chat_id)
+        self._run_last_edit = time.monotonic()
 
 
 class ChatAction:

@@ -2,10 +2,12 @@
 
 Each scene's visual is a still (Ken Burns pan) or an animated clip (played, then held on its
 last frame when it is shorter than the scene). The soundtrack (voices, music bed, loudness)
-and the captions are made beforehand by `shared.pipeline.audio` and `.subtitles`.
+and the captions are made by `shared.pipeline.audio` and `.subtitles`.
 
 One encoder process reads the film's frames, raw, on its standard input, burns in the ASS
-captions, maps the finished WAV and writes the MP4. The frames come from one short process
+captions and writes the picture. Meanwhile a thread mixes the soundtrack, so its passes add
+nothing to the render's time, and a last pass muxes the two (the picture copied, the sound
+encoded to AAC) with the index at the front. The frames come from one short process
 per scene, run one after the other (`shared.pipeline.segments`): each decodes one visual, so
 the render's memory does not grow with the number of scenes. Only a scene's tail (the frames
 of its cross-fade, 0.5 s) waits in a file for the next scene's process; the rest is spliced
@@ -25,6 +27,7 @@ import os
 import subprocess
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable, Sequence
@@ -65,6 +68,7 @@ RETRY_SHRINK = 0.8
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_MAX_BYTES = 200 * 1024
 RENDER_TIMEOUT_S = 900
+MUX_TIMEOUT_S = 120
 # glibc raises its mmap threshold when a large block is freed, after which frame buffers come
 # from per-thread arenas that never shrink; a fixed threshold keeps them mmapped and returned
 # when freed (about 100 MB less peak RSS for a 12-clip 1080p film).
@@ -171,7 +175,6 @@ def _validate(
 
 
 def build_encoder_command(
-    soundtrack: Path,
     captions: Path | None,
     out_path: Path,
     *,
@@ -180,8 +183,8 @@ def build_encoder_command(
     video_bitrate: int,
 ) -> list[str]:
     """The ffmpeg argument list (binary first) of the encoder: raw yuv420p frames at `size`
-    and `fps` read from its standard input, `captions` burned in (none when None), the
-    finished `soundtrack` WAV encoded to AAC as it is."""
+    and `fps` read from its standard input, `captions` burned in (none when None), the picture
+    alone written to `out_path`."""
     frames = ffmpeg.input(
         "pipe:0",
         format="rawvideo",
@@ -193,17 +196,7 @@ def build_encoder_command(
     video = frames.video.filter("setsar", "1")
     if captions is not None:
         video = video.filter("ass", filename=str(captions), fontsdir=str(FONTS_DIR))
-    output = ffmpeg.output(
-        video,
-        ffmpeg.input(str(soundtrack)).audio,
-        str(out_path),
-        r=fps,
-        acodec="aac",
-        aac_coder="fast",
-        audio_bitrate=AUDIO_BITRATE,
-        movflags="+faststart",
-        **video_encoder_options(video_bitrate),
-    )
+    output = ffmpeg.output(video, str(out_path), r=fps, **video_encoder_options(video_bitrate))
     args = (
         output.global_args(
             "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-progress", "pipe:1"
@@ -212,6 +205,41 @@ def build_encoder_command(
         .compile()
     )
     return [ffmpeg_exe(), *args[1:]]
+
+
+def build_mux_command(picture: Path, soundtrack: Path, out_path: Path) -> list[str]:
+    """The ffmpeg argument list (binary first) that makes the film of the encoded `picture`
+    and the finished `soundtrack` WAV: the picture copied as it is, the sound encoded to AAC,
+    the index at the front (Telegram plays the film while it downloads)."""
+    output = ffmpeg.output(
+        ffmpeg.input(str(picture)).video,
+        ffmpeg.input(str(soundtrack)).audio,
+        str(out_path),
+        vcodec="copy",
+        acodec="aac",
+        aac_coder="fast",
+        audio_bitrate=AUDIO_BITRATE,
+        movflags="+faststart",
+    )
+    args = output.global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+    return [ffmpeg_exe(), *args.overwrite_output().compile()[1:]]
+
+
+def mux(picture: Path, soundtrack: Path, out_path: Path, timeout_s: float = MUX_TIMEOUT_S) -> None:
+    """Run `build_mux_command`; its failure is a RenderError like the encoder's."""
+    try:
+        completed = subprocess.run(
+            build_mux_command(picture, soundtrack, out_path),
+            capture_output=True,
+            timeout=timeout_s,
+            env={**os.environ, **FFMPEG_ENV},
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise RenderInterrupted(f"muxing took over {timeout_s:.0f} s") from None
+    if completed.returncode != 0:
+        log_tail = completed.stderr.decode(errors="replace")[-1500:]
+        raise _ffmpeg_failure(completed.returncode, timeout_s, log_tail)
 
 
 def scene_runs(
@@ -468,6 +496,57 @@ def _estimated_words(
     ]
 
 
+def _encode_film(
+    scenes: Sequence[SceneRun],
+    captions: Path | None,
+    soundtrack: Future[Path],
+    out_path: Path,
+    *,
+    size: tuple[int, int],
+    fps: int,
+    total_seconds: float,
+    work_dir: Path,
+    progress: ProgressCallback | None,
+    max_bytes: int,
+) -> int:
+    """Encode the picture and mux it with the soundtrack once that is mixed; once more at a
+    proportionally lower bitrate when the film is over `max_bytes`. Returns its bytes."""
+    done = 0.0
+
+    def report(share: float) -> None:
+        """Progress never goes back, not even when a second attempt starts from zero."""
+        nonlocal done
+        done = max(done, share)
+        if progress is not None:
+            progress(done)
+
+    def encode(video_bitrate: int, attempt: int) -> int:
+        picture = work_dir / "picture.mp4"
+        encoder = build_encoder_command(
+            captions, picture, size=size, fps=fps, video_bitrate=video_bitrate
+        )
+        logger.info("render encoding attempt=%d video_bitrate=%d", attempt, video_bitrate)
+        run_piped(scenes, encoder, total_seconds, work_dir / f"ffmpeg_{attempt}.log", report)
+        mux(picture, soundtrack.result(), out_path)
+        return out_path.stat().st_size
+
+    bitrate = video_bitrate_for(total_seconds, size, max_bytes)
+    size_bytes = encode(bitrate, attempt=1)
+    if size_bytes > max_bytes:
+        bitrate = int(bitrate * max_bytes / size_bytes * RETRY_SHRINK)
+        logger.warning(
+            "render too large size_bytes=%d max_bytes=%d retry_video_bitrate=%d",
+            size_bytes,
+            max_bytes,
+            bitrate,
+        )
+        size_bytes = encode(bitrate, attempt=2)
+        if size_bytes > max_bytes:
+            raise RenderRejected(f"video is {size_bytes} bytes, over the {max_bytes} byte limit")
+    report(1.0)
+    return size_bytes
+
+
 def render_video(
     plan: ScenePlan,
     visuals: list[Path],
@@ -489,8 +568,9 @@ def render_video(
 
     `durations` are the real seconds of each voice file; `words` the timings of each scene's
     words relative to its voice (estimated from the durations when None). If the file still
-    comes out larger than `max_bytes`, it is encoded once more at a proportionally lower
-    bitrate. The thumbnail is written next to `out_path`; intermediate files go to `work_dir`.
+    comes out larger than `max_bytes`, its picture is encoded once more at a proportionally
+    lower bitrate. The thumbnail is written next to `out_path`; intermediate files go to
+    `work_dir`.
     """
     _validate(plan, visuals, audios, durations, size, fps, words)
     out_path, work_dir = Path(out_path), Path(work_dir)
@@ -498,62 +578,47 @@ def render_video(
     started = time.monotonic()
     gap = gap_seconds_for(durations)
     total_seconds = film_seconds(durations)
-    captions = write_captions(
-        plan.scenes,
-        words if words is not None else _estimated_words(plan, audios, durations),
-        scene_starts(durations, gap),
-        size,
-        caption_style,
-        work_dir / "captions.ass",
-    )
-    soundtrack = mix_soundtrack(
-        audios, durations, gap, work_dir / "soundtrack.wav", music=music, work_dir=work_dir
-    )
-    clips = sum(1 for visual in visuals if is_clip(visual))
-    scenes = scene_runs(visuals, durations, work_dir, size=size, fps=fps)
-    done = 0.0
-
-    def report(share: float) -> None:
-        """Progress never goes back, not even when a second attempt starts from zero."""
-        nonlocal done
-        done = max(done, share)
-        if progress is not None:
-            progress(done)
-
-    def encode(video_bitrate: int, attempt: int) -> int:
-        encoder = build_encoder_command(
-            soundtrack, captions, out_path, size=size, fps=fps, video_bitrate=video_bitrate
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-sound") as sound:
+        soundtrack = sound.submit(
+            mix_soundtrack,
+            audios,
+            durations,
+            gap,
+            work_dir / "soundtrack.wav",
+            music=music,
+            work_dir=work_dir,
         )
+        captions = write_captions(
+            plan.scenes,
+            words if words is not None else _estimated_words(plan, audios, durations),
+            scene_starts(durations, gap),
+            size,
+            caption_style,
+            work_dir / "captions.ass",
+        )
+        scenes = scene_runs(visuals, durations, work_dir, size=size, fps=fps)
         logger.info(
-            "render started attempt=%d scenes=%d clips=%d size=%dx%d seconds=%.2f "
-            "captions=%s music=%s video_bitrate=%d",
-            attempt,
+            "render started scenes=%d clips=%d size=%dx%d seconds=%.2f captions=%s music=%s",
             len(visuals),
-            clips,
+            sum(1 for visual in visuals if is_clip(visual)),
             size[0],
             size[1],
             total_seconds,
             caption_style,
             music.source if music is not None else "off",
-            video_bitrate,
         )
-        run_piped(scenes, encoder, total_seconds, work_dir / f"ffmpeg_{attempt}.log", report)
-        return out_path.stat().st_size
-
-    bitrate = video_bitrate_for(total_seconds, size, max_bytes)
-    size_bytes = encode(bitrate, attempt=1)
-    if size_bytes > max_bytes:
-        bitrate = int(bitrate * max_bytes / size_bytes * RETRY_SHRINK)
-        logger.warning(
-            "render too large size_bytes=%d max_bytes=%d retry_video_bitrate=%d",
-            size_bytes,
-            max_bytes,
-            bitrate,
+        size_bytes = _encode_film(
+            scenes,
+            captions,
+            soundtrack,
+            out_path,
+            size=size,
+            fps=fps,
+            total_seconds=total_seconds,
+            work_dir=work_dir,
+            progress=progress,
+            max_bytes=max_bytes,
         )
-        size_bytes = encode(bitrate, attempt=2)
-        if size_bytes > max_bytes:
-            raise RenderRejected(f"video is {size_bytes} bytes, over the {max_bytes} byte limit")
-    report(1.0)
     info = probe(out_path)
     thumbnail = _make_thumbnail(
         out_path, durations[0] / 2, work_dir, out_path.with_name(f"{out_path.stem}_thumb.jpg")

@@ -46,6 +46,9 @@ SELECT true AS locked FROM pg_advisory_xact_lock(hashtextextended(current_schema
 -- acting on a cancel request is not capped. Run after lock_claims, in its transaction.
 -- :worker_id (NULL for a claim outside a worker process) names the process that holds the lease.
 -- A gate's decision is its first row under the gate's name or an alias (gate_approval_types).
+-- The line is the jobs' order of arrival (id), not of due time: a job that comes back from a
+-- remote task or a gate goes before the jobs that came after it, so a worker finishes the films
+-- it started while newer jobs wait on providers, instead of starting every job first.
 WITH busy AS (
     SELECT count(*) AS running FROM jobs WHERE state = 'running'
 ), candidates AS (
@@ -75,12 +78,12 @@ WITH busy AS (
            OR (SELECT running FROM busy) < :max_running::bigint
            OR EXISTS (SELECT 1 FROM approval_statuses a
                       WHERE a.job_id = j.id::text AND a.status = 'cancelled'))
-    ORDER BY j.run_at, j.id
+    ORDER BY j.id
     LIMIT :n
     FOR UPDATE SKIP LOCKED
 ), chosen AS (
     -- FOR UPDATE admits no window function: the free slots are handed out here, in line order.
-    SELECT c.*, count(*) FILTER (WHERE NOT c.uncapped) OVER (ORDER BY c.run_at, c.id) AS nth
+    SELECT c.*, count(*) FILTER (WHERE NOT c.uncapped) OVER (ORDER BY c.id) AS nth
     FROM candidates c
 )
 UPDATE jobs j
