@@ -5,9 +5,9 @@ last frame when it is shorter than the scene). The soundtrack (voices, music bed
 and the captions are made by `shared.pipeline.audio` and `.subtitles`.
 
 One encoder process reads the film's frames, raw, on its standard input, burns in the ASS
-captions and writes the picture. Meanwhile a thread mixes the soundtrack, so its passes add
-nothing to the render's time, and a last pass muxes the two (the picture copied, the sound
-encoded to AAC) with the index at the front. The frames come from one short process
+captions and writes the picture. Meanwhile a thread mixes the soundtrack and encodes it to AAC,
+so that its passes add no time of their own; a last pass muxes the two, copied as they are, with
+the index at the front, while the thumbnail is taken from the picture. The frames come from one short process
 per scene, run one after the other (`shared.pipeline.segments`): each decodes one visual, so
 the render's memory does not grow with the number of scenes. Only a scene's tail (the frames
 of its cross-fade, 0.5 s) waits in a file for the next scene's process; the rest is spliced
@@ -68,7 +68,7 @@ RETRY_SHRINK = 0.8
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_MAX_BYTES = 200 * 1024
 RENDER_TIMEOUT_S = 900
-MUX_TIMEOUT_S = 120
+QUICK_TIMEOUT_S = 120
 # glibc raises its mmap threshold when a large block is freed, after which frame buffers come
 # from per-thread arenas that never shrink; a fixed threshold keeps them mmapped and returned
 # when freed (about 100 MB less peak RSS for a 12-clip 1080p film).
@@ -207,39 +207,71 @@ def build_encoder_command(
     return [ffmpeg_exe(), *args[1:]]
 
 
-def build_mux_command(picture: Path, soundtrack: Path, out_path: Path) -> list[str]:
+def build_mux_command(picture: Path, sound: Path, out_path: Path) -> list[str]:
     """The ffmpeg argument list (binary first) that makes the film of the encoded `picture`
-    and the finished `soundtrack` WAV: the picture copied as it is, the sound encoded to AAC,
-    the index at the front (Telegram plays the film while it downloads)."""
+    and `sound` (AAC): both copied as they are, the index at the front (Telegram plays the
+    film while it downloads)."""
     output = ffmpeg.output(
         ffmpeg.input(str(picture)).video,
-        ffmpeg.input(str(soundtrack)).audio,
+        ffmpeg.input(str(sound)).audio,
         str(out_path),
-        vcodec="copy",
-        acodec="aac",
-        aac_coder="fast",
-        audio_bitrate=AUDIO_BITRATE,
+        codec="copy",
         movflags="+faststart",
     )
     args = output.global_args("-hide_banner", "-nostdin", "-loglevel", "error")
     return [ffmpeg_exe(), *args.overwrite_output().compile()[1:]]
 
 
-def mux(picture: Path, soundtrack: Path, out_path: Path, timeout_s: float = MUX_TIMEOUT_S) -> None:
-    """Run `build_mux_command`; its failure is a RenderError like the encoder's."""
+def build_sound_command(soundtrack: Path, out_path: Path) -> list[str]:
+    """The ffmpeg argument list (binary first) that encodes the finished soundtrack WAV to the
+    film's AAC, as it is."""
+    output = ffmpeg.output(
+        ffmpeg.input(str(soundtrack)).audio,
+        str(out_path),
+        acodec="aac",
+        aac_coder="fast",
+        audio_bitrate=AUDIO_BITRATE,
+    )
+    args = output.global_args("-hide_banner", "-nostdin", "-loglevel", "error")
+    return [ffmpeg_exe(), *args.overwrite_output().compile()[1:]]
+
+
+def film_sound(
+    audios: Sequence[Path],
+    durations: Sequence[float],
+    gap: float,
+    work_dir: Path,
+    music: MusicChoice | None,
+) -> Path:
+    """The film's sound, AAC: the soundtrack of `mix_soundtrack`, encoded."""
+    soundtrack = mix_soundtrack(
+        audios, durations, gap, work_dir / "soundtrack.wav", music=music, work_dir=work_dir
+    )
+    sound = work_dir / "soundtrack.m4a"
+    run_quick(build_sound_command(soundtrack, sound))
+    return sound
+
+
+def run_quick(command: list[str], timeout_s: float = QUICK_TIMEOUT_S) -> None:
+    """Run a short ffmpeg pass (the sound, the mux); its failure is a RenderError like the
+    encoder's."""
     try:
         completed = subprocess.run(
-            build_mux_command(picture, soundtrack, out_path),
+            command,
             capture_output=True,
             timeout=timeout_s,
             env={**os.environ, **FFMPEG_ENV},
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise RenderInterrupted(f"muxing took over {timeout_s:.0f} s") from None
+        raise RenderInterrupted(f"an ffmpeg pass took over {timeout_s:.0f} s") from None
     if completed.returncode != 0:
         log_tail = completed.stderr.decode(errors="replace")[-1500:]
         raise _ffmpeg_failure(completed.returncode, timeout_s, log_tail)
+
+
+def mux(picture: Path, sound: Path, out_path: Path) -> None:
+    run_quick(build_mux_command(picture, sound, out_path))
 
 
 def scene_runs(
@@ -486,6 +518,30 @@ def _make_thumbnail(video: Path, at_seconds: float, work_dir: Path, out_path: Pa
     return out_path
 
 
+def _captions(
+    plan: ScenePlan,
+    audios: Sequence[Path],
+    durations: Sequence[float],
+    words: Sequence[Sequence[WordTiming]] | None,
+    size: tuple[int, int],
+    caption_style: str,
+    work_dir: Path,
+) -> Path | None:
+    """The film's ASS captions (None when they are off), from `words` or timings estimated
+    from the voices."""
+    if caption_style == "off":
+        return None
+    gap = gap_seconds_for(durations)
+    return write_captions(
+        plan.scenes,
+        words if words is not None else _estimated_words(plan, audios, durations),
+        scene_starts(durations, gap),
+        size,
+        caption_style,
+        work_dir / "captions.ass",
+    )
+
+
 def _estimated_words(
     plan: ScenePlan, audios: Sequence[Path], durations: Sequence[float]
 ) -> list[list[WordTiming]]:
@@ -499,18 +555,21 @@ def _estimated_words(
 def _encode_film(
     scenes: Sequence[SceneRun],
     captions: Path | None,
-    soundtrack: Future[Path],
+    sound: Future[Path],
+    background: ThreadPoolExecutor,
     out_path: Path,
     *,
     size: tuple[int, int],
     fps: int,
     total_seconds: float,
+    thumbnail_at: float,
     work_dir: Path,
     progress: ProgressCallback | None,
     max_bytes: int,
-) -> int:
-    """Encode the picture and mux it with the soundtrack once that is mixed; once more at a
-    proportionally lower bitrate when the film is over `max_bytes`. Returns its bytes."""
+) -> tuple[int, Path]:
+    """Encode the picture and mux it with the sound once that is made, the thumbnail taken
+    from the picture meanwhile; once more at a proportionally lower bitrate when the film is
+    over `max_bytes`. Returns the film's bytes and the thumbnail."""
     done = 0.0
 
     def report(share: float) -> None:
@@ -520,18 +579,25 @@ def _encode_film(
         if progress is not None:
             progress(done)
 
-    def encode(video_bitrate: int, attempt: int) -> int:
+    def encode(video_bitrate: int, attempt: int) -> tuple[int, Path]:
         picture = work_dir / "picture.mp4"
         encoder = build_encoder_command(
             captions, picture, size=size, fps=fps, video_bitrate=video_bitrate
         )
         logger.info("render encoding attempt=%d video_bitrate=%d", attempt, video_bitrate)
         run_piped(scenes, encoder, total_seconds, work_dir / f"ffmpeg_{attempt}.log", report)
-        mux(picture, soundtrack.result(), out_path)
-        return out_path.stat().st_size
+        thumbnail = background.submit(
+            _make_thumbnail,
+            picture,
+            thumbnail_at,
+            work_dir,
+            out_path.with_name(f"{out_path.stem}_thumb.jpg"),
+        )
+        mux(picture, sound.result(), out_path)
+        return out_path.stat().st_size, thumbnail.result()
 
     bitrate = video_bitrate_for(total_seconds, size, max_bytes)
-    size_bytes = encode(bitrate, attempt=1)
+    size_bytes, thumbnail = encode(bitrate, attempt=1)
     if size_bytes > max_bytes:
         bitrate = int(bitrate * max_bytes / size_bytes * RETRY_SHRINK)
         logger.warning(
@@ -540,11 +606,11 @@ def _encode_film(
             max_bytes,
             bitrate,
         )
-        size_bytes = encode(bitrate, attempt=2)
+        size_bytes, thumbnail = encode(bitrate, attempt=2)
         if size_bytes > max_bytes:
             raise RenderRejected(f"video is {size_bytes} bytes, over the {max_bytes} byte limit")
     report(1.0)
-    return size_bytes
+    return size_bytes, thumbnail
 
 
 def render_video(
@@ -578,23 +644,10 @@ def render_video(
     started = time.monotonic()
     gap = gap_seconds_for(durations)
     total_seconds = film_seconds(durations)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="render-sound") as sound:
-        soundtrack = sound.submit(
-            mix_soundtrack,
-            audios,
-            durations,
-            gap,
-            work_dir / "soundtrack.wav",
-            music=music,
-            work_dir=work_dir,
-        )
-        captions = write_captions(
-            plan.scenes,
-            words if words is not None else _estimated_words(plan, audios, durations),
-            scene_starts(durations, gap),
-            size,
-            caption_style,
-            work_dir / "captions.ass",
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="render-beside") as background:
+        sound = background.submit(film_sound, audios, durations, gap, work_dir, music)
+        captions = background.submit(
+            _captions, plan, audios, durations, words, size, caption_style, work_dir
         )
         scenes = scene_runs(visuals, durations, work_dir, size=size, fps=fps)
         logger.info(
@@ -607,22 +660,21 @@ def render_video(
             caption_style,
             music.source if music is not None else "off",
         )
-        size_bytes = _encode_film(
+        size_bytes, thumbnail = _encode_film(
             scenes,
-            captions,
-            soundtrack,
+            captions.result(),
+            sound,
+            background,
             out_path,
             size=size,
             fps=fps,
             total_seconds=total_seconds,
+            thumbnail_at=durations[0] / 2,
             work_dir=work_dir,
             progress=progress,
             max_bytes=max_bytes,
         )
     info = probe(out_path)
-    thumbnail = _make_thumbnail(
-        out_path, durations[0] / 2, work_dir, out_path.with_name(f"{out_path.stem}_thumb.jpg")
-    )
     logger.info(
         "render finished path=%s seconds=%.2f size_bytes=%d wall_s=%.2f",
         out_path,
