@@ -5,11 +5,12 @@ last frame when it is shorter than the scene). The soundtrack (voices, music bed
 and the captions are made by `shared.pipeline.audio` and `.subtitles`.
 
 One encoder process reads the film's frames, raw, on its standard input, burns in the ASS
-captions and writes the picture. Meanwhile a thread mixes the soundtrack and encodes it to AAC,
-so that its passes add no time of their own; a last pass muxes the two, copied as they are, with
-the index at the front, while the thumbnail is taken from the picture. The frames come from one short process
-per scene, run one after the other (`shared.pipeline.segments`): each decodes one visual, so
-the render's memory does not grow with the number of scenes. Only a scene's tail (the frames
+captions and writes the picture. Meanwhile threads write the captions (before the encoder
+starts) and mix the soundtrack and encode it to AAC, so that those passes add no time of their
+own; a last pass muxes picture and sound, both copied, with the index at the front, while the
+thumbnail is taken from the picture. The frames come from one short process per scene, run one
+after the other (`shared.pipeline.segments`): each decodes one visual, so the render's memory
+does not grow with the number of scenes. Only a scene's tail (the frames
 of its cross-fade, 0.5 s) waits in a file for the next scene's process; the rest is spliced
 from the scene's pipe into the encoder's as it is made.
 
