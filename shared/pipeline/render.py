@@ -70,6 +70,9 @@ THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_MAX_BYTES = 200 * 1024
 RENDER_TIMEOUT_S = 900
 QUICK_TIMEOUT_S = 120
+BESIDE_NICENESS = 10
+"""How far the sound's passes beside the encode yield the CPUs to it: the film is ready when the
+encode is, as long as the sound is done by then."""
 # glibc raises its mmap threshold when a large block is freed, after which frame buffers come
 # from per-thread arenas that never shrink; a fixed threshold keeps them mmapped and returned
 # when freed (about 100 MB less peak RSS for a 12-clip 1080p film).
@@ -244,13 +247,26 @@ def film_sound(
     work_dir: Path,
     music: MusicChoice | None,
 ) -> Path:
-    """The film's sound, AAC: the soundtrack of `mix_soundtrack`, encoded."""
+    """The film's sound, AAC: the soundtrack of `mix_soundtrack`, encoded. Run beside the
+    picture's encode, in a thread of its own that yields the CPUs to the encoder (see
+    `_yield_to_encoder`)."""
+    _yield_to_encoder()
     soundtrack = mix_soundtrack(
         audios, durations, gap, work_dir / "soundtrack.wav", music=music, work_dir=work_dir
     )
     sound = work_dir / "soundtrack.m4a"
     run_quick(build_sound_command(soundtrack, sound))
     return sound
+
+
+def _yield_to_encoder() -> None:
+    """Lower this thread's priority (Linux keeps a nice value per thread, and the ffmpeg
+    processes it starts inherit it): the sound's passes then take the CPU time the encoder and
+    the scenes leave idle, instead of taking turns with them. Best effort."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BESIDE_NICENESS)
+    except OSError:
+        logger.info("render could not lower the priority of the work beside the encode")
 
 
 def run_quick(command: list[str], timeout_s: float = QUICK_TIMEOUT_S) -> None:
