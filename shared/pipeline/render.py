@@ -55,7 +55,7 @@ from shared.providers.base import Speech, WordTiming
 logger = logging.getLogger(__name__)
 
 RENDER_PEAK_MB = 450
-"""Peak RSS of one 1080p render, all its ffmpeg processes together, rounded up: 430-446 MB for
+"""Peak RSS of one 1080p render, all its ffmpeg processes together, rounded up: 386-448 MB for
 6 and 12 scenes (clips, stills, styled), measured by `python -m bench.render` (its
 *_1080_peak_rss_mb figures). The worker starts no more renders than its memory holds
 (shared/capacity.py)."""
