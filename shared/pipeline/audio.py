@@ -41,6 +41,8 @@ logger = logging.getLogger(__name__)
 SAMPLE_RATE = 44_100  # the renderer's AUDIO_RATE, so the final encode does not resample
 SYNTH_RATE = 11_025  # the bed is synthesised at this rate (nothing above 4 kHz), then resampled
 TARGET_LUFS = -14.0
+FILM_AUDIO_BITRATE = 96_000
+"""The film's AAC, bits a second."""
 SAMPLE_PEAK_LIMIT_DB = -2.5  # sample peaks; true peak stays under -2 in the WAV, -1 in AAC
 BED_BELOW_VOICE_LU = 10.0  # the bed, undisturbed, this far under the voice
 DUCK_FLOOR = 0.1  # the ducked bed keeps at least this share of its level: -20 dB at most
@@ -457,17 +459,21 @@ def _mix(prepared: _Prepared, out_path: Path, stems: tuple[Path, Path] | None) -
 
 def _finish(source: Path, lufs: float, out_path: Path) -> None:
     """Last pass: one gain to TARGET_LUFS, then a look-ahead limiter (delay compensated)
-    for the few peaks above SAMPLE_PEAK_LIMIT_DB; 16-bit WAV."""
+    for the few peaks above SAMPLE_PEAK_LIMIT_DB; 16-bit WAV, or the film's AAC when
+    `out_path` ends in .m4a."""
     gain = _gain_to(TARGET_LUFS, lufs)
     limit = 10 ** (SAMPLE_PEAK_LIMIT_DB / 20)
+    if out_path.suffix == ".m4a":
+        codec = ["-c:a", "aac", "-aac_coder", "fast", "-b:a", str(FILM_AUDIO_BITRATE)]
+    else:
+        codec = ["-c:a", "pcm_s16le"]
     _run(
         [
             "-i",
             str(source),
             "-af",
             f"volume={gain:.3f}dB,alimiter=limit={limit:.4f}:attack=5:release=60:level=0:latency=1",
-            "-c:a",
-            "pcm_s16le",
+            *codec,
             "-y",
             str(out_path),
         ]
@@ -514,8 +520,9 @@ def mix_soundtrack(
     music: MusicChoice | None,
     work_dir: Path,
 ) -> Path:
-    """The film's finished soundtrack as a WAV at out_path: each voice padded with silence to
-    its duration + gap, concatenated; the music bed under it; normalised.
+    """The film's finished soundtrack at out_path, a WAV, or the film's AAC when out_path ends
+    in .m4a: each voice padded with silence to its duration + gap, concatenated; the music bed
+    under it; normalised.
 
     44.1 kHz 16-bit stereo, the voice centred. `work_dir` receives the intermediate WAVs.
     """

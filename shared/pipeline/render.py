@@ -6,8 +6,8 @@ and the captions are made by `shared.pipeline.audio` and `.subtitles`.
 
 One encoder process reads the film's frames, raw, on its standard input, burns in the ASS
 captions and writes the picture. Meanwhile threads write the captions (before the encoder
-starts) and mix the soundtrack and encode it to AAC, so that those passes add no time of their
-own; a last pass muxes picture and sound, both copied, with the index at the front, while the
+starts) and mix the soundtrack, its last pass writing AAC, so that those passes add no time of
+their own; a last pass muxes picture and sound, both copied, with the index at the front, while the
 thumbnail is taken from the picture. The frames come from one short process per scene, run one
 after the other (`shared.pipeline.segments`): each decodes one visual, so the render's memory
 does not grow with the number of scenes. Only a scene's tail (the frames
@@ -38,7 +38,7 @@ from PIL import Image
 
 from shared.errors import BotError, PermanentError, TransientError
 from shared.media import FONTS_DIR, ffmpeg_exe, probe
-from shared.pipeline.audio import MusicChoice, mix_soundtrack
+from shared.pipeline.audio import FILM_AUDIO_BITRATE, MusicChoice, mix_soundtrack
 from shared.pipeline.segments import (
     SceneRun,
     film_seconds,
@@ -61,7 +61,6 @@ RENDER_PEAK_MB = 450
 (shared/capacity.py)."""
 PRESET = "veryfast"
 CRF = 23
-AUDIO_BITRATE = 96_000
 QUALITY_BITRATE_720P = 2_500_000
 MIN_VIDEO_BITRATE = 150_000
 CONTAINER_SAFETY = 0.92  # share of max_bytes that audio + video may plan to use
@@ -69,7 +68,7 @@ RETRY_SHRINK = 0.8
 THUMBNAIL_MAX_SIDE = 320
 THUMBNAIL_MAX_BYTES = 200 * 1024
 RENDER_TIMEOUT_S = 900
-QUICK_TIMEOUT_S = 120
+MUX_TIMEOUT_S = 120
 BESIDE_NICENESS = 10
 """How far the sound's passes beside the encode yield the CPUs to it: the film is ready when the
 encode is, as long as the sound is done by then."""
@@ -134,7 +133,7 @@ def video_encoder_options(video_bitrate: int) -> dict[str, Any]:
 def video_bitrate_for(duration: float, size: tuple[int, int], max_bytes: int) -> int:
     """Video bits per second so audio + video fit in `max_bytes`, capped at a quality rate
     that follows the picture area (2.5 Mbit/s at 720x1280, 5.6 Mbit/s at 1080x1920)."""
-    budget = max_bytes * 8 * CONTAINER_SAFETY / duration - AUDIO_BITRATE
+    budget = max_bytes * 8 * CONTAINER_SAFETY / duration - FILM_AUDIO_BITRATE
     area_share = size[0] * size[1] / (720 * 1280)
     quality_cap = QUALITY_BITRATE_720P * max(area_share, 0.25)
     bitrate = int(min(budget, quality_cap))
@@ -226,20 +225,6 @@ def build_mux_command(picture: Path, sound: Path, out_path: Path) -> list[str]:
     return [ffmpeg_exe(), *args.overwrite_output().compile()[1:]]
 
 
-def build_sound_command(soundtrack: Path, out_path: Path) -> list[str]:
-    """The ffmpeg argument list (binary first) that encodes the finished soundtrack WAV to the
-    film's AAC, as it is."""
-    output = ffmpeg.output(
-        ffmpeg.input(str(soundtrack)).audio,
-        str(out_path),
-        acodec="aac",
-        aac_coder="fast",
-        audio_bitrate=AUDIO_BITRATE,
-    )
-    args = output.global_args("-hide_banner", "-nostdin", "-loglevel", "error")
-    return [ffmpeg_exe(), *args.overwrite_output().compile()[1:]]
-
-
 def film_sound(
     audios: Sequence[Path],
     durations: Sequence[float],
@@ -247,16 +232,12 @@ def film_sound(
     work_dir: Path,
     music: MusicChoice | None,
 ) -> Path:
-    """The film's sound, AAC: the soundtrack of `mix_soundtrack`, encoded. Run beside the
-    picture's encode, in a thread of its own that yields the CPUs to the encoder (see
-    `_yield_to_encoder`)."""
+    """The film's sound, the soundtrack of `mix_soundtrack` in AAC. Made beside the picture's
+    encode, in a thread of its own that yields the CPUs to the encoder (`_yield_to_encoder`)."""
     _yield_to_encoder()
-    soundtrack = mix_soundtrack(
-        audios, durations, gap, work_dir / "soundtrack.wav", music=music, work_dir=work_dir
+    return mix_soundtrack(
+        audios, durations, gap, work_dir / "soundtrack.m4a", music=music, work_dir=work_dir
     )
-    sound = work_dir / "soundtrack.m4a"
-    run_quick(build_sound_command(soundtrack, sound))
-    return sound
 
 
 def _yield_to_encoder() -> None:
@@ -269,26 +250,21 @@ def _yield_to_encoder() -> None:
         logger.info("render could not lower the priority of the work beside the encode")
 
 
-def run_quick(command: list[str], timeout_s: float = QUICK_TIMEOUT_S) -> None:
-    """Run a short ffmpeg pass (the sound, the mux); its failure is a RenderError like the
-    encoder's."""
+def mux(picture: Path, sound: Path, out_path: Path, timeout_s: float = MUX_TIMEOUT_S) -> None:
+    """Run `build_mux_command`; its failure is a RenderError like the encoder's."""
     try:
         completed = subprocess.run(
-            command,
+            build_mux_command(picture, sound, out_path),
             capture_output=True,
             timeout=timeout_s,
             env={**os.environ, **FFMPEG_ENV},
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise RenderInterrupted(f"an ffmpeg pass took over {timeout_s:.0f} s") from None
+        raise RenderInterrupted(f"muxing took over {timeout_s:.0f} s") from None
     if completed.returncode != 0:
         log_tail = completed.stderr.decode(errors="replace")[-1500:]
         raise _ffmpeg_failure(completed.returncode, timeout_s, log_tail)
-
-
-def mux(picture: Path, sound: Path, out_path: Path) -> None:
-    run_quick(build_mux_command(picture, sound, out_path))
 
 
 def scene_runs(
@@ -539,6 +515,7 @@ def _captions(
     plan: ScenePlan,
     audios: Sequence[Path],
     durations: Sequence[float],
+    gap: float,
     words: Sequence[Sequence[WordTiming]] | None,
     size: tuple[int, int],
     caption_style: str,
@@ -548,7 +525,6 @@ def _captions(
     from the voices."""
     if caption_style == "off":
         return None
-    gap = gap_seconds_for(durations)
     return write_captions(
         plan.scenes,
         words if words is not None else _estimated_words(plan, audios, durations),
@@ -664,7 +640,7 @@ def render_video(
     with ThreadPoolExecutor(max_workers=3, thread_name_prefix="render-beside") as background:
         sound = background.submit(film_sound, audios, durations, gap, work_dir, music)
         captions = background.submit(
-            _captions, plan, audios, durations, words, size, caption_style, work_dir
+            _captions, plan, audios, durations, gap, words, size, caption_style, work_dir
         )
         scenes = scene_runs(visuals, durations, work_dir, size=size, fps=fps)
         logger.info(
